@@ -1,0 +1,1 @@
+//! takgate: the HTTP edge that replaces nginx in the OpenTAK Server pod.

@@ -1,0 +1,1 @@
+//! Test harness for takgate: fake upstreams, certificates, clients.
