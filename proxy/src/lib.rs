@@ -1,3 +1,18 @@
 //! takgate: the HTTP edge that replaces nginx in the OpenTAK Server pod.
+//!
+//! Layout:
+//! - `config`: the typed TOML config and its validation.
+//! - `app`: turns a config into listeners, binds and starts them, reloads TLS, drains.
+//! - `server`: accept loops, TLS handshakes, HTTP/1.1 connections.
+//! - `http`: routing, forwarding, upgrades, CORS, static files, access log.
+//! - `admin`: `/metrics`, `/healthz`, `/readyz`.
+//! - `metrics`, `error`, `drain`: shared pieces.
 
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod drain;
+pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod server;

@@ -1,1 +1,143 @@
-fn main() {}
+//! `takgate`: wires config, listeners, signals and drain. Everything else lives in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use takgate::app::App;
+use takgate::config::{Config, LogConfig, LogFormat};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "takgate",
+    version,
+    about = "Edge proxy for OpenTAK Server: web UI, API, Socket.IO and TLS, in place of nginx"
+)]
+struct Cli {
+    /// TOML config file. Without it takgate runs on built-in defaults (HTTP on :8080 in front
+    /// of OTS at 127.0.0.1:8081, admin on :9100).
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    /// Write the bound addresses as JSON to this file once every listener is bound.
+    #[arg(long)]
+    bound_addrs: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the config (certificates and keys included) and print the effective
+    /// listeners and routes, like `nginx -t`.
+    Check,
+}
+
+/// Exit code for a bad config or command line (sysexits EX_USAGE / EX_CONFIG style).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("takgate: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("takgate: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Built inside the runtime: the upstream connection pools need its timer.
+    let app = match runtime.block_on(async { App::new(config, prometheus::Registry::new()) }) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("takgate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if matches!(cli.command, Some(Command::Check)) {
+        println!(
+            "takgate: configuration {} is valid",
+            cli.config
+                .as_deref()
+                .map_or("(built-in defaults)".to_owned(), |p| p
+                    .display()
+                    .to_string())
+        );
+        print!("{}", app.describe());
+        return ExitCode::SUCCESS;
+    }
+    match runtime.block_on(run(app, cli.bound_addrs.as_deref())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("takgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+async fn run(app: App, bound_addrs: Option<&Path>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let bound = app.bind().await?;
+    let addrs = app.start(bound)?;
+    if let Some(path) = bound_addrs {
+        write_atomically(path, &serde_json::to_vec_pretty(&addrs)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "takgate ready");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => app.reload_tls(),
+        }
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    if app.shutdown().await {
+        tracing::info!("shutdown complete");
+    } else {
+        tracing::warn!("shutdown grace expired with connections still open");
+    }
+    Ok(())
+}
+
+/// A reader polling for the file never sees it half-written.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+fn init_tracing(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,6 +1,20 @@
 //! The HTTP side of takgate.
 //!
 //! Layout:
-//! - `body`: the one response body type every handler returns.
+//! - `service`: one listener's request handling, from CORS to the answer.
+//! - `router`: the nginx `location` blocks of each profile.
+//! - `forward`: the header contract, the upstream pools, error classification.
+//! - `upgrade`: WebSocket upgrades relayed and tracked.
+//! - `cors`: the cross-origin policy, answered at the edge.
+//! - `static_files`: the single-page UI from `ui_root`.
+//! - `access`: the access-log line and request metrics at the end of each response.
+//! - `body`: the one body type, and idle timeouts.
 
+pub mod access;
 pub mod body;
+pub mod cors;
+pub mod forward;
+pub mod router;
+pub mod service;
+pub mod static_files;
+pub mod upgrade;

@@ -1,0 +1,175 @@
+//! The admin listener: `/metrics`, `/healthz` (the process answers) and `/readyz` (listeners
+//! are bound and the OTS API answers its health check). Kept off the public listeners so a
+//! NodePort never exposes it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+
+use crate::drain::Drain;
+use crate::http::body::{self, Body};
+
+/// How long `/readyz` waits for the OTS API's health check.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub struct Admin {
+    registry: Registry,
+    health_url: Uri,
+    listeners_bound: AtomicBool,
+    probe: Client<HttpConnector, Empty<bytes::Bytes>>,
+}
+
+// === impl Admin ===
+
+impl Admin {
+    pub fn new(registry: Registry, health_url: Uri) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(PROBE_TIMEOUT));
+        let probe = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(http);
+        Self {
+            registry,
+            health_url,
+            listeners_bound: AtomicBool::new(false),
+            probe,
+        }
+    }
+
+    /// Called once every listener is bound.
+    pub fn set_listeners_bound(&self) {
+        self.listeners_bound.store(true, Ordering::Release);
+    }
+
+    /// Serves admin requests until the drain stops.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, drain: Drain) {
+        loop {
+            let (stream, _) = tokio::select! {
+                res = listener.accept() => match res {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = drain.stopping() => return,
+            };
+            let admin = self.clone();
+            let conn_drain = drain.clone();
+            drain.tracker().spawn(async move {
+                let svc = service_fn(move |req| admin.clone().handle(req));
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(5));
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = conn_drain.stopping() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.as_mut().await;
+                    }
+                }
+            });
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, std::convert::Infallible> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"));
+        }
+        Ok(match req.uri().path() {
+            "/metrics" => self.metrics(),
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => self.ready().await,
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        })
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let encoder = TextEncoder::new();
+        let mut buf = Vec::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics encoding failed\n",
+            );
+        }
+        let mut resp = Response::new(body::full(buf));
+        if let Ok(ct) = HeaderValue::try_from(encoder.format_type()) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        resp
+    }
+
+    async fn ready(&self) -> Response<Body> {
+        let bound = self.listeners_bound.load(Ordering::Acquire);
+        let upstream = self.probe_upstream().await;
+        let ok = bound && upstream.is_ok();
+        let json = serde_json::json!({
+            "ready": ok,
+            "listeners_bound": bound,
+            "upstream": self.health_url.to_string(),
+            "upstream_ok": upstream.is_ok(),
+            "upstream_error": upstream.err(),
+        });
+        let mut resp = Response::new(body::full(json.to_string()));
+        *resp.status_mut() = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+
+    async fn probe_upstream(&self) -> Result<(), String> {
+        let req = Request::get(self.health_url.clone())
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(PROBE_TIMEOUT, self.probe.request(req))
+            .await
+            .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        // Drain the (tiny) body so the pooled connection can be reused.
+        let _ = tokio::time::timeout(PROBE_TIMEOUT, resp.into_body().collect()).await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("health check answered {status}"))
+        }
+    }
+}
+
+fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body::full(msg));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

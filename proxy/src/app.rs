@@ -1,0 +1,301 @@
+//! Everything a config turns into, built before any port is bound so that a bad certificate or
+//! key fails `takgate check` and startup alike.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::HeaderName;
+use prometheus::Registry;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::admin::Admin;
+use crate::config::{ClientAuthConfig, Config, HttpListenerConfig, TlsConfig};
+use crate::drain::Drain;
+use crate::http::forward::Forwarder;
+use crate::http::router::Router;
+use crate::http::service::HttpService;
+use crate::metrics::HttpMetrics;
+use crate::server::{self, ConnLimits, ListenerTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{key}: {source}")]
+    Tls {
+        key: String,
+        source: cot::tls::TlsError,
+    },
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("upstream TLS client: {0}")]
+    UpstreamTls(#[from] rustls::Error),
+    #[error("{key}: binding {addr}: {source}")]
+    Bind {
+        key: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reading a bound address: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+#[derive(Debug)]
+struct HttpListener {
+    config: HttpListenerConfig,
+    router_text: String,
+    service: Arc<HttpService>,
+    tls: Option<Arc<ListenerTls>>,
+    limits: ConnLimits,
+}
+
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    metrics: HttpMetrics,
+    admin: Arc<Admin>,
+    listeners: Vec<HttpListener>,
+    drain: Drain,
+}
+
+/// Sockets bound for an [`App`]; tests bind `127.0.0.1:0` and hand them in.
+#[derive(Debug)]
+pub struct Bound {
+    http: Vec<TcpListener>,
+    admin: TcpListener,
+}
+
+/// The addresses actually bound, for `--bound-addrs` and test harnesses.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoundAddrs {
+    pub http: BTreeMap<String, SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+// === impl App ===
+
+impl App {
+    pub fn new(config: Config, registry: Registry) -> Result<Self, AppError> {
+        let metrics = HttpMetrics::register(&registry)?;
+        let cert_header = HeaderName::from_bytes(config.client_cert_header.as_bytes())
+            .unwrap_or_else(|_| HeaderName::from_static("x-ssl-cert"));
+        let forwarder = Arc::new(Forwarder::new(&config.upstream, cert_header)?);
+        let drain = Drain::new();
+        let mut listeners = Vec::with_capacity(config.http.len());
+        for (i, l) in config.http.iter().enumerate() {
+            let tls = l
+                .tls
+                .as_ref()
+                .map(|t| {
+                    listener_tls(t).map_err(|source| AppError::Tls {
+                        key: format!("http[{i}].tls"),
+                        source,
+                    })
+                })
+                .transpose()?
+                .map(Arc::new);
+            let router = Router::new(l, &config.upstream.url);
+            let router_text = router.to_string();
+            let service = HttpService::new(
+                l,
+                router,
+                forwarder.clone(),
+                metrics.clone(),
+                drain.clone(),
+                config.log.access_log,
+            );
+            listeners.push(HttpListener {
+                config: l.clone(),
+                router_text,
+                service: Arc::new(service),
+                tls,
+                limits: ConnLimits {
+                    max_connections: l.max_connections,
+                    header_read_timeout: l.header_read_timeout,
+                    max_header_bytes: usize::try_from(l.max_header_bytes.as_u64())
+                        .unwrap_or(usize::MAX),
+                    max_headers: l.max_headers,
+                },
+            });
+        }
+        let health_url = health_url(&config);
+        let admin = Arc::new(Admin::new(registry, health_url));
+        Ok(Self {
+            config,
+            metrics,
+            admin,
+            listeners,
+            drain,
+        })
+    }
+
+    /// The effective listeners and routes, as `takgate check` prints them.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let c = &self.config;
+        let _ = writeln!(
+            out,
+            "upstream  {} (health {})",
+            c.upstream.url, c.upstream.health_path
+        );
+        let _ = writeln!(
+            out,
+            "admin     http://{} (/metrics /healthz /readyz)",
+            c.admin.listen
+        );
+        for l in &self.listeners {
+            let cfg = &l.config;
+            let tls = match &cfg.tls {
+                None => "plain".to_owned(),
+                Some(t) => format!(
+                    "tls {} client_auth={:?}",
+                    t.versions.join("+"),
+                    t.client_auth
+                )
+                .to_lowercase(),
+            };
+            let _ = writeln!(
+                out,
+                "listener  {} {} profile={} {} max_body={} ui_root={}",
+                cfg.name,
+                cfg.listen,
+                cfg.profile,
+                tls,
+                cfg.max_body,
+                cfg.ui_root.display()
+            );
+            let _ = writeln!(out, "{}", l.router_text);
+        }
+        out
+    }
+
+    /// Binds every configured address.
+    pub async fn bind(&self) -> Result<Bound, AppError> {
+        let mut http = Vec::with_capacity(self.listeners.len());
+        for (i, l) in self.listeners.iter().enumerate() {
+            let addr = l.config.listen;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind {
+                    key: format!("http[{i}].listen"),
+                    addr,
+                    source,
+                })?;
+            http.push(listener);
+        }
+        let addr = self.config.admin.listen;
+        let admin = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                key: "admin.listen".to_owned(),
+                addr,
+                source,
+            })?;
+        Ok(Bound { http, admin })
+    }
+
+    /// Starts serving on `bound` (one socket per `[[http]]` listener, in config order).
+    pub fn start(&self, bound: Bound) -> Result<BoundAddrs, AppError> {
+        let addrs = BoundAddrs {
+            http: self
+                .listeners
+                .iter()
+                .zip(&bound.http)
+                .map(|(l, s)| Ok((l.config.name.clone(), s.local_addr()?)))
+                .collect::<std::io::Result<_>>()
+                .map_err(AppError::LocalAddr)?,
+            admin: bound.admin.local_addr().map_err(AppError::LocalAddr)?,
+        };
+        for (l, socket) in self.listeners.iter().zip(bound.http) {
+            tracing::info!(listener = %l.config.name, addr = %socket.local_addr().map_err(AppError::LocalAddr)?, profile = %l.config.profile, tls = l.tls.is_some(), "listening");
+            tokio::spawn(server::serve_http(
+                socket,
+                l.service.clone(),
+                l.tls.clone(),
+                l.limits,
+                self.drain.clone(),
+            ));
+        }
+        tracing::info!(addr = %addrs.admin, "admin listening");
+        tokio::spawn(self.admin.clone().serve(bound.admin, self.drain.clone()));
+        self.admin.set_listeners_bound();
+        Ok(addrs)
+    }
+
+    /// SIGHUP: re-reads every listener's certificate, key, CA and CRL. A listener whose new
+    /// files are broken keeps serving with its old ones.
+    pub fn reload_tls(&self) {
+        for l in &self.listeners {
+            let Some(tls) = &l.tls else { continue };
+            match tls.tls.reload() {
+                Ok(()) => {
+                    self.metrics.tls_reload(&l.config.name, true);
+                    tracing::info!(listener = %l.config.name, "TLS certificates reloaded");
+                }
+                Err(e) => {
+                    self.metrics.tls_reload(&l.config.name, false);
+                    tracing::error!(listener = %l.config.name, error = %e, "TLS reload failed; keeping the previous certificates");
+                }
+            }
+        }
+    }
+
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+
+    /// Stops accepting and waits for requests and WebSockets as `[shutdown]` allows.
+    pub async fn shutdown(&self) -> bool {
+        self.drain
+            .shutdown(
+                self.config.shutdown.grace,
+                self.config.shutdown.websocket_grace,
+            )
+            .await
+    }
+}
+
+impl Bound {
+    pub fn new(http: Vec<TcpListener>, admin: TcpListener) -> Self {
+        Self { http, admin }
+    }
+}
+
+fn health_url(config: &Config) -> http::Uri {
+    let mut parts = config.upstream.url.clone().into_parts();
+    parts.path_and_query = config.upstream.health_path.parse().ok();
+    http::Uri::from_parts(parts).unwrap_or_else(|_| config.upstream.url.clone())
+}
+
+fn listener_tls(t: &TlsConfig) -> Result<ListenerTls, cot::tls::TlsError> {
+    use cot::tls::{ClientAuth, TlsSettings, TlsVersion};
+    let settings = TlsSettings {
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+        client_ca: t.client_ca.clone(),
+        crl: t.crl.clone(),
+        client_auth: match t.client_auth {
+            ClientAuthConfig::None => ClientAuth::None,
+            ClientAuthConfig::Optional => ClientAuth::Optional,
+            ClientAuthConfig::Required => ClientAuth::Required,
+        },
+        versions: t
+            .versions
+            .iter()
+            .map(|v| {
+                if v == "1.2" {
+                    TlsVersion::Tls12
+                } else {
+                    TlsVersion::Tls13
+                }
+            })
+            .collect(),
+        // HTTP/1.1 only: OTS's WebSockets and Socket.IO need it end to end.
+        alpn: vec![b"http/1.1".to_vec()],
+    };
+    Ok(ListenerTls {
+        tls: cot::tls::ReloadableTls::new(settings)?,
+        handshake_timeout: t.handshake_timeout,
+    })
+}

@@ -1,0 +1,690 @@
+//! takgate's one typed configuration: parsed from TOML, validated before any port is bound.
+//!
+//! Every key is documented in README.md. Unknown keys are errors (`deny_unknown_fields`) so a typo
+//! cannot silently fall back to a default.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use http::Uri;
+use serde::Deserialize;
+
+/// Where the OTS installer puts the web UI; the built-in default `ui_root`.
+pub const DEFAULT_UI_ROOT: &str = "/var/www/html/opentakserver";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Header that carries the verified client certificate to OTS (OTS's `OTS_SSL_CERT_HEADER`).
+    /// Any copy of it sent by a client is removed on every listener.
+    #[serde(default = "default_client_cert_header")]
+    pub client_cert_header: String,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default = "default_http_listeners")]
+    pub http: Vec<HttpListenerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The OTS API (Flask and Socket.IO).
+    #[serde(default = "default_upstream_url", with = "uri_serde")]
+    pub url: Uri,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for response headers, and for each chunk of a response body after that.
+    /// Must exceed engine.io's 25 s ping interval, or long-polling requests would be cut.
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Path probed by `/readyz`.
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Idle pooled connections to an upstream are closed after this long.
+    #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `takgate=debug,info`. `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// One line per request at INFO under the target `takgate::access`.
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub grace: Duration,
+    /// How long open WebSockets are left to close by themselves after SIGTERM before takgate closes them.
+    #[serde(default = "default_websocket_grace", with = "humantime_serde")]
+    pub websocket_grace: Duration,
+}
+
+/// Which nginx server block of OTS a listener reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// ots_http 8080 / ots_https 443: the UI, /api, /socket.io, /webrtc, /hls; /Marti only when plain.
+    Web,
+    /// ots_https 8443: /Marti, /api, /files with the client certificate; /Marti/api/tls is 404.
+    Marti,
+    /// ots_certificate_enrollment 8446: /Marti/api/tls and /oauth only.
+    Enroll,
+    /// ots_http 80: everything redirects to https.
+    Redirect,
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Web => "web",
+            Profile::Marti => "marti",
+            Profile::Enroll => "enroll",
+            Profile::Redirect => "redirect",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub profile: Profile,
+    #[serde(default = "default_ui_root")]
+    pub ui_root: PathBuf,
+    /// Largest request body accepted; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    /// Largest request head (request line and headers); larger ones get 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Time allowed for a client to send the whole request head.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time allowed between two chunks of a request body.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Connections kept open at once; further clients wait in the kernel's accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `redirect` profile: the https port to send clients to (443 is left out of the URL).
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+    /// Host used when a request carries no Host header (HTTP/1.0 clients).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub cors: CorsConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthConfig {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth: ClientAuthConfig,
+    #[serde(default = "default_tls_versions")]
+    pub versions: Vec<String>,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://tak.example.org:8443`) or subdomain patterns
+    /// (`https://*.example.org`). Empty: same-origin only.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default = "default_cors_methods")]
+    pub allowed_methods: Vec<String>,
+    #[serde(default = "default_cors_headers")]
+    pub allowed_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default = "default_cors_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, matched on whole segments (`/hls` matches `/hls` and `/hls/x`, not `/hlsx`).
+    pub prefix: String,
+    #[serde(with = "uri_serde")]
+    pub upstream: Uri,
+    /// Drop the prefix before forwarding, as OTS's `location ~ ^/hls(/?)(.*)$ { proxy_pass .../$2 }`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Verify the upstream's certificate for https upstreams (MediaMTX uses OTS's self-signed one).
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+}
+
+// === defaults ===
+
+fn default_client_cert_header() -> String {
+    "X-Ssl-Cert".to_owned()
+}
+fn default_upstream_url() -> Uri {
+    Uri::from_static("http://127.0.0.1:8081")
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_health_path() -> String {
+    "/api/health".to_owned()
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9100))
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_websocket_grace() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_ui_root() -> PathBuf {
+    PathBuf::from(DEFAULT_UI_ROOT)
+}
+fn default_max_body() -> ByteSize {
+    ByteSize::mib(100)
+}
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize::kib(32)
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_https_port() -> u16 {
+    443
+}
+fn default_tls_versions() -> Vec<String> {
+    vec!["1.2".to_owned(), "1.3".to_owned()]
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        .map(str::to_owned)
+        .to_vec()
+}
+fn default_cors_headers() -> Vec<String> {
+    [
+        "Authorization",
+        "Content-Type",
+        "X-XSRF-Token",
+        "X-CSRF-Token",
+        "Authentication-Token",
+        "X-Requested-With",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+fn default_cors_max_age() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_http_listeners() -> Vec<HttpListenerConfig> {
+    vec![HttpListenerConfig {
+        name: "web".to_owned(),
+        listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        profile: Profile::Web,
+        ui_root: default_ui_root(),
+        max_body: default_max_body(),
+        max_header_bytes: default_max_header_bytes(),
+        max_headers: default_max_headers(),
+        header_read_timeout: default_header_read_timeout(),
+        body_read_timeout: default_body_read_timeout(),
+        max_connections: default_max_connections(),
+        https_port: default_https_port(),
+        server_name: None,
+        tls: None,
+        cors: CorsConfig::default(),
+        routes: Vec::new(),
+    }]
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: default_upstream_url(),
+            connect_timeout: default_connect_timeout(),
+            response_timeout: default_response_timeout(),
+            health_path: default_health_path(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+            access_log: true,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: default_grace(),
+            websocket_grace: default_websocket_grace(),
+        }
+    }
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allow_credentials: false,
+            allowed_methods: default_cors_methods(),
+            allowed_headers: default_cors_headers(),
+            expose_headers: Vec::new(),
+            max_age: default_cors_max_age(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            client_cert_header: default_client_cert_header(),
+            upstream: UpstreamConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            http: default_http_listeners(),
+        }
+    }
+}
+
+mod uri_serde {
+    use http::Uri;
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<Uri>()
+            .map_err(|e| serde::de::Error::custom(format!("invalid URL {s:?}: {e}")))
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })?;
+        Ok(config.resolve_paths(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Relative file paths in the config are taken relative to the config file, as nginx does
+    /// with its prefix, so a config and its certificates can move together.
+    fn resolve_paths(mut self, base: &Path) -> Self {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for l in &mut self.http {
+            fix(&mut l.ui_root);
+            if let Some(tls) = &mut l.tls {
+                fix(&mut tls.cert);
+                fix(&mut tls.key);
+                if let Some(ca) = &mut tls.client_ca {
+                    fix(ca);
+                }
+                if let Some(crl) = &mut tls.crl {
+                    fix(crl);
+                }
+            }
+        }
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        http::HeaderName::from_bytes(self.client_cert_header.as_bytes())
+            .map_err(|_| invalid("client_cert_header", "not a valid header name"))?;
+        validate_upstream_uri("upstream.url", &self.upstream.url)?;
+        if self.upstream.url.scheme_str() != Some("http") {
+            return Err(invalid(
+                "upstream.url",
+                "the OTS API is plain http (OTS listens on 127.0.0.1:8081 without TLS)",
+            ));
+        }
+        if !self.upstream.health_path.starts_with('/') {
+            return Err(invalid("upstream.health_path", "must start with '/'"));
+        }
+        if self.upstream.response_timeout <= Duration::from_secs(25) {
+            return Err(invalid(
+                "upstream.response_timeout",
+                "must be longer than engine.io's 25 s ping interval, or Socket.IO long-polling breaks",
+            ));
+        }
+        if self.http.is_empty() {
+            return Err(invalid("http", "at least one [[http]] listener is needed"));
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        addrs.insert(self.admin.listen);
+        for (i, l) in self.http.iter().enumerate() {
+            let key = format!("http[{i}]");
+            if l.name.is_empty()
+                || !l
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "must be non-empty letters, digits, '-' or '_' (it is a metric label)",
+                ));
+            }
+            if !names.insert(l.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            if l.listen.port() != 0 && !addrs.insert(l.listen) {
+                return Err(invalid(
+                    format!("{key}.listen"),
+                    format!("{} is used twice", l.listen),
+                ));
+            }
+            l.validate(&key)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_upstream_uri(key: &str, uri: &Uri) -> Result<(), ConfigError> {
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(invalid(key, "must be an http:// or https:// URL")),
+    }
+    if uri.host().is_none() {
+        return Err(invalid(key, "has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(invalid(key, "must not have a query"));
+    }
+    Ok(())
+}
+
+impl HttpListenerConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.max_body.as_u64() == 0 {
+            return Err(invalid(format!("{key}.max_body"), "must be > 0"));
+        }
+        // hyper cannot read a request head in a buffer smaller than 8 KiB.
+        if self.max_header_bytes.as_u64() < 8192 || self.max_header_bytes.as_u64() > 1 << 20 {
+            return Err(invalid(
+                format!("{key}.max_header_bytes"),
+                "must be between 8KiB and 1MiB",
+            ));
+        }
+        if self.max_headers == 0 || self.max_headers > 1000 {
+            return Err(invalid(
+                format!("{key}.max_headers"),
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(format!("{key}.max_connections"), "must be > 0"));
+        }
+        for (name, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(format!("{key}.{name}"), "must be > 0"));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(&format!("{key}.tls"))?;
+        }
+        if self.profile == Profile::Marti
+            && self
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.client_auth == ClientAuthConfig::None)
+        {
+            tracing::warn!(
+                listener = %self.name,
+                "profile marti without client certificate verification: OTS will see no X-Ssl-Cert"
+            );
+        }
+        self.cors.validate(&format!("{key}.cors"))?;
+        let mut prefixes = HashSet::new();
+        for (j, r) in self.routes.iter().enumerate() {
+            let rkey = format!("{key}.route[{j}]");
+            if !r.prefix.starts_with('/') || r.prefix.len() < 2 || r.prefix.ends_with('/') {
+                return Err(invalid(
+                    format!("{rkey}.prefix"),
+                    "must start with '/', not end with '/', and not be '/' alone",
+                ));
+            }
+            if !prefixes.insert(r.prefix.as_str()) {
+                return Err(invalid(
+                    format!("{rkey}.prefix"),
+                    format!("duplicate prefix {:?}", r.prefix),
+                ));
+            }
+            validate_upstream_uri(&format!("{rkey}.upstream"), &r.upstream)?;
+        }
+        Ok(())
+    }
+}
+
+impl TlsConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.versions.is_empty() {
+            return Err(invalid(format!("{key}.versions"), "must not be empty"));
+        }
+        for v in &self.versions {
+            if v != "1.2" && v != "1.3" {
+                return Err(invalid(
+                    format!("{key}.versions"),
+                    format!("unsupported TLS version {v:?}: takgate speaks \"1.2\" and \"1.3\""),
+                ));
+            }
+        }
+        if self.client_auth != ClientAuthConfig::None && self.client_ca.is_none() {
+            return Err(invalid(
+                format!("{key}.client_ca"),
+                "client_auth = optional/required needs a client_ca",
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(invalid(format!("{key}.handshake_timeout"), "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+impl CorsConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        for o in &self.allowed_origins {
+            if o == "*" {
+                if self.allow_credentials {
+                    return Err(invalid(
+                        format!("{key}.allowed_origins"),
+                        "\"*\" cannot be combined with allow_credentials = true",
+                    ));
+                }
+                continue;
+            }
+            let rest = o
+                .strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{key}.allowed_origins"),
+                        format!("{o:?} must be \"*\" or start with http:// or https://"),
+                    )
+                })?;
+            let host = rest.strip_prefix("*.").unwrap_or(rest);
+            if host.is_empty() || host.contains(['/', '*', '?', '#']) {
+                return Err(invalid(
+                    format!("{key}.allowed_origins"),
+                    format!("{o:?} is not an origin (scheme://host[:port], no path)"),
+                ));
+            }
+        }
+        for m in &self.allowed_methods {
+            http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                invalid(
+                    format!("{key}.allowed_methods"),
+                    format!("{m:?} is not a method"),
+                )
+            })?;
+        }
+        for h in self.allowed_headers.iter().chain(&self.expose_headers) {
+            http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                invalid(
+                    format!("{key}.allowed_headers"),
+                    format!("{h:?} is not a header name"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

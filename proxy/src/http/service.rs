@@ -1,0 +1,285 @@
+//! One listener's request handling: CORS, routing, then static files, a redirect, a 404 or the
+//! upstream; every request ends in one access-log line and one metrics record.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::Scheme;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::config::HttpListenerConfig;
+use crate::drain::Drain;
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::access::{Logged, RequestRecord};
+use crate::http::body::{self, Body};
+use crate::http::cors::{CorsPolicy, Decision};
+use crate::http::forward::{self, ClientInfo, Forwarder};
+use crate::http::router::{Action, ProxyRoute, RouteClass, Router};
+use crate::http::static_files::StaticFiles;
+use crate::http::upgrade;
+use crate::metrics::{GaugeGuard, HttpMetrics};
+
+/// Everything a listener's requests share.
+#[derive(Debug)]
+pub struct HttpService {
+    name: Arc<str>,
+    router: Router,
+    spa: StaticFiles,
+    files: StaticFiles,
+    cors: CorsPolicy,
+    forwarder: Arc<Forwarder>,
+    metrics: HttpMetrics,
+    drain: Drain,
+    max_body: u64,
+    body_read_timeout: Duration,
+    default_host: String,
+    scheme: Scheme,
+    access_log: bool,
+}
+
+/// How a request was answered, for the record.
+struct Answer {
+    response: Response<Body>,
+    route: RouteClass,
+    upstream_time: Option<Duration>,
+}
+
+impl Answer {
+    fn local(response: Response<Body>, route: RouteClass) -> Self {
+        Self {
+            response,
+            route,
+            upstream_time: None,
+        }
+    }
+}
+
+// === impl HttpService ===
+
+impl HttpService {
+    pub fn new(
+        config: &HttpListenerConfig,
+        router: Router,
+        forwarder: Arc<Forwarder>,
+        metrics: HttpMetrics,
+        drain: Drain,
+        access_log: bool,
+    ) -> Self {
+        metrics.init_listener(&config.name);
+        let scheme = if config.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let default_host = config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| config.listen.to_string());
+        Self {
+            name: Arc::from(config.name.as_str()),
+            router,
+            spa: StaticFiles::new(&config.ui_root, true),
+            files: StaticFiles::new(&config.ui_root, false),
+            cors: CorsPolicy::new(&config.cors),
+            forwarder,
+            metrics,
+            drain,
+            max_body: config.max_body.as_u64(),
+            body_read_timeout: config.body_read_timeout,
+            default_host,
+            scheme,
+            access_log,
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub fn metrics(&self) -> &HttpMetrics {
+        &self.metrics
+    }
+
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        client: Arc<ClientInfo>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let start = Instant::now();
+        let in_flight = GaugeGuard::new(self.metrics.in_flight(&self.name));
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let answer = self.answer(&client, req).await;
+        let record = RequestRecord {
+            listener: self.name.clone(),
+            route: answer.route,
+            method,
+            path,
+            client: client.peer,
+            status: answer.response.status(),
+            start,
+            upstream_time: answer.upstream_time,
+            access_log: self.access_log,
+            metrics: self.metrics.clone(),
+            in_flight,
+        };
+        Ok(answer
+            .response
+            .map(|b| Logged::new(b, record).boxed_unsync()))
+    }
+
+    async fn answer(&self, client: &ClientInfo, mut req: Request<Incoming>) -> Answer {
+        let upgrade = upgrade::websocket_upgrade(req.method(), req.headers());
+        let action = self.router.route(req.uri().path()).clone();
+        let route = match (&action, upgrade.is_some()) {
+            (Action::Proxy(_), true) => RouteClass::WebSocket,
+            (Action::Proxy(r), false) => r.class,
+            _ => RouteClass::Static,
+        };
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (parts, incoming) = req.into_parts();
+        let allow = match self
+            .cors
+            .decide(&parts, self.scheme.as_str(), upgrade.is_some())
+        {
+            Decision::Respond(resp) => return Answer::local(resp, route),
+            Decision::Proceed { allow } => allow,
+        };
+        let mut answer = match action {
+            Action::Static { spa } => {
+                let files = if spa { &self.spa } else { &self.files };
+                Answer::local(files.serve(Request::from_parts(parts, ())).await, route)
+            }
+            Action::NotFound => Answer::local(not_found(), route),
+            Action::Redirect { https_port } => {
+                Answer::local(self.redirect(&parts, https_port), route)
+            }
+            Action::Proxy(proxy) => {
+                let req = Request::from_parts(parts, incoming);
+                match self
+                    .proxy(&proxy, client, route, req, upgrade, client_upgrade)
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        self.metrics.proxy_error(&self.name, route, e.kind);
+                        tracing::warn!(listener = %self.name, client = %client.peer, route = route.as_str(), error = %e, "request failed");
+                        Answer::local(e.to_response(), route)
+                    }
+                }
+            }
+        };
+        self.cors
+            .apply(answer.response.headers_mut(), allow.as_ref());
+        answer
+    }
+
+    async fn proxy(
+        &self,
+        route: &ProxyRoute,
+        client: &ClientInfo,
+        class: RouteClass,
+        req: Request<Incoming>,
+        upgrade: Option<HeaderValue>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Answer, ProxyError> {
+        if declared_length(&req).is_some_and(|n| n > self.max_body) {
+            return Err(ProxyError::new(
+                ErrorKind::BodyTooLarge,
+                None,
+                Some(format!("declared body over the {} byte limit", self.max_body).into()),
+            ));
+        }
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        let req = req.map(|b| forward::request_body(b, limit, self.body_read_timeout));
+        let req =
+            self.forwarder
+                .upstream_request(route, client, &self.default_host, upgrade, req)?;
+        let forwarded = self.forwarder.send(&route.upstream, req).await?;
+        self.metrics
+            .upstream_ttfb(&self.name, class, forwarded.ttfb.as_secs_f64());
+        let mut resp = forwarded.response;
+        forward::clean_response_headers(&mut resp);
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamProtocol,
+                    Some(route.upstream.uri.to_string()),
+                    Some("101 Switching Protocols to a request that asked for no upgrade".into()),
+                ));
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            upgrade::spawn_relay(
+                client_upgrade,
+                upstream_upgrade,
+                self.metrics.clone(),
+                self.name.clone(),
+                class,
+                self.drain.clone(),
+            );
+            return Ok(Answer {
+                response: resp.map(|_| body::empty()),
+                route: class,
+                upstream_time: Some(forwarded.ttfb),
+            });
+        }
+        let timeout = self.forwarder.response_timeout();
+        Ok(Answer {
+            response: resp.map(|b| forward::response_body(b, timeout)),
+            route: class,
+            upstream_time: Some(forwarded.ttfb),
+        })
+    }
+
+    /// nginx's `return 301 https://$host$request_uri`.
+    fn redirect(&self, parts: &http::request::Parts, https_port: u16) -> Response<Body> {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .map(|a| a.host().to_owned())
+            .unwrap_or_else(|| self.default_host.clone());
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let location = if https_port == 443 {
+            format!("https://{host}{pq}")
+        } else {
+            format!("https://{host}:{https_port}{pq}")
+        };
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        match HeaderValue::try_from(location) {
+            Ok(v) => {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+        }
+        resp
+    }
+}
+
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn not_found() -> Response<Body> {
+    let mut resp = Response::new(body::full(r#"{"status":404,"error":"not found"}"#));
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,124 @@
+//! HTTP/1.1 upgrades (WebSocket): detected on the request, relayed byte for byte after the
+//! upstream's 101, and tracked so shutdown can wait for them and then cut them.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::drain::Drain;
+use crate::http::router::RouteClass;
+use crate::metrics::{GaugeGuard, HttpMetrics};
+
+/// The `Upgrade` value of a WebSocket upgrade request, or `None` for any other request.
+///
+/// Only WebSocket is relayed: other protocols (h2c, TLS) are not something OTS speaks, and an
+/// upgrade a server does not know is simply ignored (RFC 9110 §7.8), so the request goes on as
+/// plain HTTP.
+pub fn websocket_upgrade(method: &http::Method, headers: &HeaderMap) -> Option<HeaderValue> {
+    if method != http::Method::GET {
+        return None;
+    }
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade = headers.get(header::UPGRADE)?;
+    let is_websocket = upgrade
+        .to_str()
+        .ok()?
+        .split(',')
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+    (connection_upgrade && is_websocket).then(|| upgrade.clone())
+}
+
+/// Relays the two upgraded connections until either side closes or shutdown cuts them.
+pub fn spawn_relay(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    metrics: HttpMetrics,
+    listener: std::sync::Arc<str>,
+    route: RouteClass,
+    drain: Drain,
+) {
+    let tracker = drain.tracker().clone();
+    tracker.spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(listener = %listener, error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let _open = GaugeGuard::new(metrics.websocket_open(&listener, route));
+        let (to_upstream, to_client) = metrics.websocket_counters(&listener, route);
+        let mut client = Counted::new(TokioIo::new(client), to_upstream);
+        let mut upstream = Counted::new(TokioIo::new(upstream), to_client);
+        tokio::select! {
+            res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = res {
+                    tracing::debug!(listener = %listener, error = %e, "upgraded connection ended");
+                }
+            }
+            () = drain.upgrades_closing() => {
+                // Best effort: both peers see a clean end of stream rather than a reset.
+                let _ = tokio::join!(client.shutdown(), upstream.shutdown());
+            }
+        }
+    });
+}
+
+pin_project_lite::pin_project! {
+    /// Counts the bytes read from the wrapped stream as they pass, so a long-lived WebSocket
+    /// shows its traffic while it is open rather than when it closes.
+    struct Counted<T> {
+        #[pin]
+        inner: T,
+        read: IntCounter,
+    }
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, read: IntCounter) -> Self {
+        Self { inner, read }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        this.read.inc_by((buf.filled().len() - before) as u64);
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
