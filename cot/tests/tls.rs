@@ -83,6 +83,11 @@ async fn connect(acceptor: TlsAcceptor, client: Arc<ClientConfig>) -> Outcome {
     Outcome { server, client }
 }
 
+/// Client-auth outcomes are checked with each version: a TLS 1.3 client learns of a
+/// refusal only after its handshake, a TLS 1.2 client during it.
+const VERSIONS: [&rustls::SupportedProtocolVersion; 2] =
+    [&rustls::version::TLS12, &rustls::version::TLS13];
+
 fn rustls_error(err: &io::Error) -> &rustls::Error {
     err.get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -97,29 +102,62 @@ fn acceptor(settings: &TlsSettings) -> TlsAcceptor {
 async fn required_auth_accepts_a_client_of_the_ca() {
     let pki = TestPki::new();
     let client = pki.issue_client("eud1");
+    for version in VERSIONS {
+        let outcome = connect(
+            acceptor(&pki.server_settings(ClientAuth::Required)),
+            pki.client_config_with_versions(Some(&client), &[version]),
+        )
+        .await;
+        assert_eq!(
+            outcome.server.unwrap(),
+            Some(client.der.clone()),
+            "{version:?}"
+        );
+        assert_eq!(outcome.client.unwrap(), pki.server_der, "{version:?}");
+    }
+}
+
+#[tokio::test]
+async fn peer_leaf_is_the_leaf_of_a_presented_chain() {
+    // Clients may send their CA after the leaf; the header must carry the leaf.
+    let pki = TestPki::new();
+    let client = pki.issue_client("eud1");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![client.der.clone(), pki.ca_der.clone()],
+                client.key_der.clone_key(),
+            )
+            .unwrap();
     let outcome = connect(
         acceptor(&pki.server_settings(ClientAuth::Required)),
-        pki.client_config(Some(&client)),
+        Arc::new(config),
     )
     .await;
     assert_eq!(outcome.server.unwrap(), Some(client.der.clone()));
-    assert_eq!(outcome.client.unwrap(), pki.server_der);
 }
 
 #[tokio::test]
 async fn required_auth_refuses_a_client_without_certificate() {
     let pki = TestPki::new();
-    let outcome = connect(
-        acceptor(&pki.server_settings(ClientAuth::Required)),
-        pki.client_config(None),
-    )
-    .await;
-    let err = outcome.server.unwrap_err();
-    assert!(
-        matches!(rustls_error(&err), rustls::Error::NoCertificatesPresented),
-        "{err}"
-    );
-    assert!(outcome.client.is_err());
+    for version in VERSIONS {
+        let outcome = connect(
+            acceptor(&pki.server_settings(ClientAuth::Required)),
+            pki.client_config_with_versions(None, &[version]),
+        )
+        .await;
+        let err = outcome.server.unwrap_err();
+        assert!(
+            matches!(rustls_error(&err), rustls::Error::NoCertificatesPresented),
+            "{version:?}: {err}"
+        );
+        assert!(outcome.client.is_err(), "{version:?}");
+    }
 }
 
 #[tokio::test]
@@ -183,16 +221,22 @@ async fn crl_refuses_a_revoked_client_and_accepts_others() {
     let mut settings = pki.server_settings(ClientAuth::Required);
     settings.crl = Some(pki.revoke(&revoked));
 
-    let outcome = connect(acceptor(&settings), pki.client_config(Some(&revoked))).await;
-    let err = outcome.server.unwrap_err();
-    assert!(
-        matches!(
-            rustls_error(&err),
-            rustls::Error::InvalidCertificate(CertificateError::Revoked)
-        ),
-        "{err}"
-    );
-    assert!(outcome.client.is_err());
+    for version in VERSIONS {
+        let outcome = connect(
+            acceptor(&settings),
+            pki.client_config_with_versions(Some(&revoked), &[version]),
+        )
+        .await;
+        let err = outcome.server.unwrap_err();
+        assert!(
+            matches!(
+                rustls_error(&err),
+                rustls::Error::InvalidCertificate(CertificateError::Revoked)
+            ),
+            "{version:?}: {err}"
+        );
+        assert!(outcome.client.is_err(), "{version:?}");
+    }
 
     let outcome = connect(acceptor(&settings), pki.client_config(Some(&good))).await;
     assert_eq!(outcome.server.unwrap(), Some(good.der.clone()));
