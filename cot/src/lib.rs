@@ -2,3 +2,5 @@
 //!
 //! Layout:
 //! - `tls`: PEM loading, server configs with client auth, reload, client-cert escaping.
+
+pub mod tls;

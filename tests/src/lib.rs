@@ -1,1 +1,3 @@
 //! Test harness for takgate: fake upstreams, certificates, clients.
+
+pub mod certs;

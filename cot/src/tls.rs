@@ -1,0 +1,415 @@
+//! TLS material shared by takgate's listeners: PEM loading, server configs with
+//! client-certificate auth and CRLs, hot reload, and nginx-compatible escaping of
+//! the client certificate.
+//!
+//! Every config is built on the `ring` provider explicitly, so nothing depends on
+//! which crypto provider some other crate installed as the process default.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{InconsistentKeys, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+#[cfg(test)]
+mod tests;
+
+/// Whether a listener asks for a client certificate (nginx's `ssl_verify_client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No certificate is requested.
+    None,
+    /// A certificate is requested; clients without one are let in, a bad one is refused.
+    Optional,
+    /// A valid certificate is needed to complete the handshake.
+    Required,
+}
+
+impl ClientAuth {
+    /// The spelling used in takgate's configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+}
+
+impl fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A TLS protocol version a listener accepts. Older versions are not offered
+/// because rustls does not implement them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    /// The nginx (`ssl_protocols`) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls12 => "TLSv1.2",
+            Self::Tls13 => "TLSv1.3",
+        }
+    }
+
+    fn rustls(self) -> &'static SupportedProtocolVersion {
+        match self {
+            Self::Tls12 => &rustls::version::TLS12,
+            Self::Tls13 => &rustls::version::TLS13,
+        }
+    }
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one listener's TLS material lives and how clients are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
+    pub key: PathBuf,
+    /// PEM bundle of the CAs that client certificates must chain to.
+    /// Ignored when `client_auth` is `None`.
+    pub client_ca: Option<PathBuf>,
+    /// PEM CRL(s) that client certificates are checked against.
+    /// Ignored when `client_auth` is `None`.
+    pub crl: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    /// Must not be empty.
+    pub versions: Vec<TlsVersion>,
+    /// ALPN protocols offered, in order of preference (e.g. `b"http/1.1"`).
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl TlsSettings {
+    /// Settings serving `cert`/`key` with TLS 1.2 and 1.3, no client auth and no ALPN.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+            crl: None,
+            client_auth: ClientAuth::None,
+            versions: vec![TlsVersion::Tls12, TlsVersion::Tls13],
+            alpn: Vec::new(),
+        }
+    }
+}
+
+/// Why TLS material could not be loaded.
+///
+/// The underlying cause is part of each message rather than exposed through
+/// `source()`: these errors end up in single log lines at startup and on SIGHUP,
+/// and an operator needs the file and the reason together.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: io::Error },
+    #[error("parsing PEM in {}: {cause}", path.display())]
+    Pem { path: PathBuf, cause: pem::Error },
+    #[error("no certificate in {}", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "no private key in {} (expected an unencrypted PKCS#8, PKCS#1 RSA or SEC1 EC key)",
+        path.display()
+    )]
+    NoPrivateKey { path: PathBuf },
+    #[error("unusable private key in {}: {cause}", path.display())]
+    BadKey { path: PathBuf, cause: rustls::Error },
+    #[error("unusable certificate in {}: {cause}", path.display())]
+    BadCertificate { path: PathBuf, cause: rustls::Error },
+    #[error("key {} does not match certificate in {}", key.display(), cert.display())]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
+    #[error("client_auth = {client_auth} needs client_ca")]
+    ClientCaMissing { client_auth: ClientAuth },
+    #[error("unusable CA certificate in {}: {cause}", path.display())]
+    BadClientCa { path: PathBuf, cause: rustls::Error },
+    #[error("no CRL in {}", path.display())]
+    NoCrl { path: PathBuf },
+    #[error("invalid CRL in {}: {cause}", path.display())]
+    InvalidCrl { path: PathBuf, cause: rustls::Error },
+    #[error("client certificate verifier for {}: {cause}", path.display())]
+    ClientVerifier {
+        path: PathBuf,
+        cause: VerifierBuilderError,
+    },
+    #[error("no TLS versions configured")]
+    NoVersions,
+    #[error("TLS versions {versions:?}: {cause}")]
+    Versions {
+        versions: Vec<TlsVersion>,
+        cause: rustls::Error,
+    },
+}
+
+fn pem_error(path: &Path, err: pem::Error) -> TlsError {
+    match err {
+        pem::Error::Io(cause) => TlsError::Read {
+            path: path.to_owned(),
+            cause,
+        },
+        cause => TlsError::Pem {
+            path: path.to_owned(),
+            cause,
+        },
+    }
+}
+
+/// All certificates in a PEM file, in file order. An empty result is an error.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoPrivateKey {
+            path: path.to_owned(),
+        },
+        e => pem_error(path, e),
+    })
+}
+
+/// All CRLs in a PEM file. An empty result is an error: a configured but empty
+/// CRL file is more likely a broken deployment than an intent to revoke nothing.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if crls.is_empty() {
+        return Err(TlsError::NoCrl {
+            path: path.to_owned(),
+        });
+    }
+    Ok(crls)
+}
+
+/// Builds a server config from the files named in `settings`, reading them now.
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+    let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::new();
+    for v in &settings.versions {
+        let v = v.rustls();
+        if !versions.iter().any(|have| have.version == v.version) {
+            versions.push(v);
+        }
+    }
+    if versions.is_empty() {
+        return Err(TlsError::NoVersions);
+    }
+
+    let certified_key = certified_key(&settings.cert, &settings.key, &provider)?;
+    let verifier = client_verifier(settings, &provider)?;
+
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|cause| TlsError::Versions {
+            versions: settings.versions.clone(),
+            cause,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified_key)));
+    config.alpn_protocols.clone_from(&settings.alpn);
+    Ok(Arc::new(config))
+}
+
+fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = load_certs(cert_path)?;
+    let key = load_key(key_path)?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|cause| TlsError::BadKey {
+            path: key_path.to_owned(),
+            cause,
+        })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    // Checked here rather than left to `with_single_cert` so that a mismatch and
+    // an unparsable leaf are told apart, each naming the right file.
+    match certified.keys_match() {
+        // Unknown means the key cannot report its public half; ring's keys always
+        // can, but rustls itself accepts this case, so do the same.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(certified),
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            Err(TlsError::KeyMismatch {
+                key: key_path.to_owned(),
+                cert: cert_path.to_owned(),
+            })
+        }
+        Err(cause) => Err(TlsError::BadCertificate {
+            path: cert_path.to_owned(),
+            cause,
+        }),
+    }
+}
+
+fn client_verifier(
+    settings: &TlsSettings,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    if settings.client_auth == ClientAuth::None {
+        if settings.client_ca.is_some() || settings.crl.is_some() {
+            tracing::debug!(
+                cert = %settings.cert.display(),
+                "client_auth = none: client_ca and crl are not used"
+            );
+        }
+        return Ok(WebPkiClientVerifier::no_client_auth());
+    }
+    let ca_path = settings
+        .client_ca
+        .as_deref()
+        .ok_or(TlsError::ClientCaMissing {
+            client_auth: settings.client_auth,
+        })?;
+
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs(ca_path)? {
+        roots.add(ca).map_err(|cause| TlsError::BadClientCa {
+            path: ca_path.to_owned(),
+            cause,
+        })?;
+    }
+
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    // Revocation is checked for the whole chain, and a certificate whose status no
+    // CRL covers is refused, as nginx's `ssl_crl` does. CRLs past their nextUpdate
+    // are still used (rustls' default): refusing every client because a CRL was
+    // not re-issued in time would turn a stale list into an outage.
+    let crl_path = settings.crl.as_deref();
+    if let Some(path) = crl_path {
+        builder = builder.with_crls(load_crls(path)?);
+    }
+    if settings.client_auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map_err(|e| match (e, crl_path) {
+        (VerifierBuilderError::InvalidCrl(cause), Some(path)) => TlsError::InvalidCrl {
+            path: path.to_owned(),
+            cause: cause.into(),
+        },
+        (VerifierBuilderError::NoRootAnchors, _) => TlsError::NoCertificate {
+            path: ca_path.to_owned(),
+        },
+        (cause, _) => TlsError::ClientVerifier {
+            path: ca_path.to_owned(),
+            cause,
+        },
+    })
+}
+
+/// The server config of one listener, swappable at run time: SIGHUP calls
+/// [`reload`](Self::reload), each accepted connection calls [`acceptor`](Self::acceptor).
+/// Connections already established keep the config they were accepted with.
+pub struct ReloadableTls {
+    settings: TlsSettings,
+    current: ArcSwap<ServerConfig>,
+}
+
+impl ReloadableTls {
+    pub fn new(settings: TlsSettings) -> Result<Self, TlsError> {
+        let config = server_config(&settings)?;
+        Ok(Self {
+            settings,
+            current: ArcSwap::new(config),
+        })
+    }
+
+    /// An acceptor for the config in force now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// Re-reads every file. On error the config in force is kept and the error returned.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.settings)?;
+        self.current.store(config);
+        Ok(())
+    }
+
+    pub fn settings(&self) -> &TlsSettings {
+        &self.settings
+    }
+}
+
+impl fmt::Debug for ReloadableTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadableTls")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bytes nginx's `ngx_escape_uri(NGX_ESCAPE_URI_COMPONENT)` leaves alone:
+/// ASCII letters, digits and `-` `.` `_` `~`.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// nginx's `$ssl_client_escaped_cert` for a DER certificate: PEM as OpenSSL writes
+/// it (base64 in 64-character lines, LF endings, trailing newline), then escaped
+/// with uppercase `%XX`. OTS URL-decodes the `X-Ssl-Cert` header and parses the
+/// PEM, so the value must be byte-identical to what nginx sent.
+pub fn escaped_pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = Vec::with_capacity(b64.len() + b64.len() / 64 + 64);
+    pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.extend_from_slice(line);
+        pem.push(b'\n');
+    }
+    pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    percent_encoding::percent_encode(&pem, URI_COMPONENT).to_string()
+}
+
+/// The client's leaf certificate on an accepted server connection. rustls only
+/// records peer certificates that the verifier accepted, so this is a verified
+/// certificate or `None`.
+pub fn peer_leaf(conn: &rustls::ServerConnection) -> Option<&CertificateDer<'static>> {
+    conn.peer_certificates().and_then(|chain| chain.first())
+}

@@ -1,0 +1,234 @@
+//! A throwaway PKI for tests: a CA, a server certificate for `localhost` and
+//! 127.0.0.1, client certificates, CRLs, and rustls client configs that trust the CA.
+//!
+//! Everything is written as PEM into a temporary directory that lives as long as the
+//! [`TestPki`], so it can be handed to takgate exactly like files on disk.
+//!
+//! `takgate-cot`'s integration tests compile this file too (through `#[path]`),
+//! because that crate cannot depend on this one without a dependency cycle; so it
+//! must only name crates both have: rcgen, rustls, rustls-pki-types, tempfile, and
+//! `cot` itself.
+#![allow(
+    clippy::expect_used,
+    reason = "test harness: a setup failure is a test failure"
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cot::tls::{ClientAuth, TlsSettings};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SerialNumber,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+
+/// The name the server certificate is issued for and clients should connect to.
+pub const SERVER_NAME: &str = "localhost";
+
+/// A CA that issues server and client certificates into its own temporary directory.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    /// The CA certificate, PEM: the `client_ca` for takgate and the client trust root.
+    pub ca_pem: PathBuf,
+    pub ca_der: CertificateDer<'static>,
+    /// A certificate for `localhost` and 127.0.0.1, signed by the CA.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub server_der: CertificateDer<'static>,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    next_serial: AtomicU64,
+    revoked: Mutex<Vec<SerialNumber>>,
+}
+
+/// A certificate and key issued by a [`TestPki`], on disk and in memory.
+pub struct IssuedCert {
+    pub cn: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub der: CertificateDer<'static>,
+    pub key_der: PrivateKeyDer<'static>,
+    pub serial: SerialNumber,
+    /// Keeps an unrelated CA's files alive for certificates from [`other_ca_client`].
+    _issuer: Option<Box<TestPki>>,
+}
+
+/// The client side's view of a [`TestPki`] certificate is the same as the server's.
+pub type ClientCert = IssuedCert;
+
+impl TestPki {
+    pub fn new() -> Self {
+        Self::named("takgate test CA")
+    }
+
+    /// A CA with the given common name, so that two CAs in one test differ visibly.
+    pub fn named(ca_cn: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.distinguished_name.push(DnType::CommonName, ca_cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(SerialNumber::from(1u64));
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+            .expect("self-signed CA");
+        let ca_pem = dir.path().join("ca.pem");
+        write(&ca_pem, &issuer.pem());
+        let ca_der = issuer.der().clone();
+
+        let mut pki = Self {
+            ca_pem,
+            ca_der,
+            server_cert: PathBuf::new(),
+            server_key: PathBuf::new(),
+            server_der: CertificateDer::from(Vec::new()),
+            issuer,
+            next_serial: AtomicU64::new(2),
+            revoked: Mutex::new(Vec::new()),
+            dir,
+        };
+        let server = pki.issue_server(&[SERVER_NAME, "127.0.0.1"]);
+        pki.server_cert = server.cert;
+        pki.server_key = server.key;
+        pki.server_der = server.der;
+        pki
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses), signed by the CA.
+    pub fn issue_server(&self, names: &[&str]) -> IssuedCert {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cn = names.first().cloned().unwrap_or_default();
+        self.issue(&cn, names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate with common name `cn`, signed by the CA.
+    pub fn issue_client(&self, cn: &str) -> IssuedCert {
+        self.issue(cn, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(&self, cn: &str, sans: Vec<String>, eku: ExtendedKeyUsagePurpose) -> IssuedCert {
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let mut params = CertificateParams::new(sans).expect("certificate params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![eku];
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+
+        let cert_path = self.dir.path().join(format!("cert-{serial}.pem"));
+        let key_path = self.dir.path().join(format!("cert-{serial}.key"));
+        write(&cert_path, &cert.pem());
+        write(&key_path, &key.serialize_pem());
+        IssuedCert {
+            cn: cn.to_owned(),
+            cert: cert_path,
+            key: key_path,
+            der: cert.der().clone(),
+            key_der: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            serial: SerialNumber::from(serial),
+            _issuer: None,
+        }
+    }
+
+    /// Adds `cert` to the CA's revocation list and writes the list; returns its path.
+    pub fn revoke(&self, cert: &IssuedCert) -> PathBuf {
+        self.revoked
+            .lock()
+            .expect("revoked list")
+            .push(cert.serial.clone());
+        self.write_crl()
+    }
+
+    /// Writes the CA's current CRL (possibly listing nothing) to `crl.pem`, replacing
+    /// the previous one, and returns its path.
+    pub fn write_crl(&self) -> PathBuf {
+        let serials = self.revoked.lock().expect("revoked list").clone();
+        let params = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: SerialNumber::from(serials.len() as u64 + 1),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .into_iter()
+                .map(|serial_number| RevokedCertParams {
+                    serial_number,
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).expect("sign CRL");
+        let path = self.dir.path().join("crl.pem");
+        write(&path, &crl.pem().expect("CRL PEM"));
+        path
+    }
+
+    /// Settings for a takgate listener serving this PKI's server certificate and
+    /// verifying clients against its CA.
+    pub fn server_settings(&self, client_auth: ClientAuth) -> TlsSettings {
+        let mut settings = TlsSettings::new(&self.server_cert, &self.server_key);
+        settings.client_ca = Some(self.ca_pem.clone());
+        settings.client_auth = client_auth;
+        settings
+    }
+
+    /// A client config (ring provider, TLS 1.2 and 1.3) that trusts only this CA and
+    /// presents `client`, if given.
+    pub fn client_config(&self, client: Option<&IssuedCert>) -> Arc<ClientConfig> {
+        self.client_config_with_versions(client, rustls::ALL_VERSIONS)
+    }
+
+    pub fn client_config_with_versions(
+        &self,
+        client: Option<&IssuedCert>,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("CA as trust root");
+        let builder =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .expect("client protocol versions")
+                .with_root_certificates(roots);
+        let config = match client {
+            Some(c) => builder
+                .with_client_auth_cert(vec![c.der.clone()], c.key_der.clone_key())
+                .expect("client certificate"),
+            None => builder.with_no_client_auth(),
+        };
+        Arc::new(config)
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A client certificate from a CA that no [`TestPki::new`] trusts.
+pub fn other_ca_client(cn: &str) -> IssuedCert {
+    let other = TestPki::named("unrelated test CA");
+    let mut cert = other.issue_client(cn);
+    cert._issuer = Some(Box::new(other));
+    cert
+}
+
+/// The [`ServerName`] matching the server certificate.
+pub fn server_name() -> ServerName<'static> {
+    ServerName::try_from(SERVER_NAME).expect("valid server name")
+}
+
+fn write(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
