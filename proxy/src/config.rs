@@ -476,6 +476,33 @@ impl Config {
         self
     }
 
+    /// Settings that are valid but probably not what the operator wants; `takgate check` prints
+    /// them and startup logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.upstream.response_timeout <= Duration::from_secs(25) {
+            out.push(format!(
+                "upstream.response_timeout = {:?} is not longer than engine.io's 25 s ping interval: \
+                 Socket.IO long-polling requests will be cut",
+                self.upstream.response_timeout
+            ));
+        }
+        for (i, l) in self.http.iter().enumerate() {
+            if l.profile == Profile::Marti
+                && l.tls
+                    .as_ref()
+                    .is_none_or(|t| t.client_auth == ClientAuthConfig::None)
+            {
+                out.push(format!(
+                    "http[{i}]: profile marti without client certificate verification: \
+                     OTS will get no {} and certificate-gated Marti endpoints will refuse",
+                    self.client_cert_header
+                ));
+            }
+        }
+        out
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         http::HeaderName::from_bytes(self.client_cert_header.as_bytes())
             .map_err(|_| invalid("client_cert_header", "not a valid header name"))?;
@@ -488,12 +515,6 @@ impl Config {
         }
         if !self.upstream.health_path.starts_with('/') {
             return Err(invalid("upstream.health_path", "must start with '/'"));
-        }
-        if self.upstream.response_timeout <= Duration::from_secs(25) {
-            return Err(invalid(
-                "upstream.response_timeout",
-                "must be longer than engine.io's 25 s ping interval, or Socket.IO long-polling breaks",
-            ));
         }
         if self.http.is_empty() {
             return Err(invalid("http", "at least one [[http]] listener is needed"));
@@ -577,17 +598,6 @@ impl HttpListenerConfig {
         }
         if let Some(tls) = &self.tls {
             tls.validate(&format!("{key}.tls"))?;
-        }
-        if self.profile == Profile::Marti
-            && self
-                .tls
-                .as_ref()
-                .is_none_or(|t| t.client_auth == ClientAuthConfig::None)
-        {
-            tracing::warn!(
-                listener = %self.name,
-                "profile marti without client certificate verification: OTS will see no X-Ssl-Cert"
-            );
         }
         self.cors.validate(&format!("{key}.cors"))?;
         let mut prefixes = HashSet::new();

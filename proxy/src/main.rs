@@ -47,6 +47,12 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&config.log);
+    let warnings = config.warnings();
+    if !matches!(cli.command, Some(Command::Check)) {
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,6 +72,9 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::Check)) {
+        for w in &warnings {
+            println!("warning: {w}");
+        }
         println!(
             "takgate: configuration {} is valid",
             cli.config

@@ -1,0 +1,242 @@
+//! A fake OTS API on `127.0.0.1:0`: it echoes what it received, streams, stalls, upgrades to a
+//! WebSocket echo, and records every request head so tests can assert on what takgate sent.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A request head as the upstream received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    /// Released by tests to let `/hold` requests answer.
+    release: Notify,
+    /// Signalled when a `/hold` request has arrived.
+    held: Notify,
+    /// Bytes received by `/upload` (counted, not stored).
+    uploaded: Mutex<Vec<u64>>,
+}
+
+/// A running fake upstream.
+#[derive(Clone, Debug)]
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl FakeUpstream {
+    /// Binds `127.0.0.1:0` and serves until the test's runtime ends.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve(listener)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve(listener: TcpListener) -> Self {
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(State::default());
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request head received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().expect("lock").clone()
+    }
+
+    /// The last request head received.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream received no request")
+    }
+
+    /// Waits until a `/hold` request has arrived.
+    pub async fn held(&self) {
+        self.state.held.notified().await;
+    }
+
+    /// Lets one waiting `/hold` request answer.
+    pub fn release(&self) {
+        self.state.release.notify_one();
+    }
+
+    pub fn uploaded(&self) -> Vec<u64> {
+        self.state.uploaded.lock().expect("lock").clone()
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+fn query_u64(uri: &http::Uri, key: &str) -> Option<u64> {
+    uri.query()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+async fn handle(
+    state: Arc<State>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    state.seen.lock().expect("lock").push(Seen {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    });
+    let path = req.uri().path().to_owned();
+    let resp = match path.as_str() {
+        "/api/health" => full(StatusCode::OK, r#"{"status":"healthy"}"#),
+        p if p.ends_with("/cookies") => {
+            let mut r = full(StatusCode::OK, "cookies");
+            r.headers_mut().append(
+                "set-cookie",
+                "session=abc; HttpOnly; Path=/".parse().expect("hv"),
+            );
+            r.headers_mut()
+                .append("set-cookie", "XSRF-TOKEN=xyz; Path=/".parse().expect("hv"));
+            r.headers_mut().insert(
+                "access-control-allow-origin",
+                "http://evil.example".parse().expect("hv"),
+            );
+            r.headers_mut()
+                .insert("connection", "x-hop".parse().expect("hv"));
+            r.headers_mut().insert("x-hop", "1".parse().expect("hv"));
+            r
+        }
+        p if p.ends_with("/upload") => {
+            let mut n = 0u64;
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => break,
+                }
+            }
+            state.uploaded.lock().expect("lock").push(n);
+            full(StatusCode::OK, n.to_string())
+        }
+        p if p.ends_with("/download") => {
+            let total = query_u64(req.uri(), "bytes").unwrap_or(1024);
+            stream_body(total, 64 * 1024, Duration::ZERO)
+        }
+        p if p.ends_with("/trickle") => {
+            // Chunks every `gap_ms`; tests use it to check idle timeouts and that nothing is buffered.
+            let n = query_u64(req.uri(), "chunks").unwrap_or(3);
+            let gap = Duration::from_millis(query_u64(req.uri(), "gap_ms").unwrap_or(100));
+            stream_body(n, 1, gap)
+        }
+        p if p.ends_with("/slow") => {
+            let ms = query_u64(req.uri(), "ms").unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            full(StatusCode::OK, "slow")
+        }
+        p if p.ends_with("/hold") => {
+            state.held.notify_one();
+            state.release.notified().await;
+            full(StatusCode::OK, "released")
+        }
+        p if p.ends_with("/ws") || p.starts_with("/socket.io") && is_upgrade(&req) => {
+            websocket_echo(&mut req)
+        }
+        _ => full(StatusCode::OK, "echo"),
+    };
+    Ok(resp)
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key(http::header::UPGRADE)
+}
+
+/// `total` bytes in chunks of `chunk`, `gap` apart.
+fn stream_body(total: u64, chunk: u64, gap: Duration) -> Response<Body> {
+    let stream = futures_util::stream::unfold(total, move |left| async move {
+        if left == 0 {
+            return None;
+        }
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+        let n = left.min(chunk);
+        let data = Bytes::from(vec![b'x'; usize::try_from(n).expect("chunk fits")]);
+        Some((Ok::<_, Infallible>(Frame::data(data)), left - n))
+    });
+    Response::new(BodyExt::boxed(StreamBody::new(stream)))
+}
+
+/// Answers a WebSocket handshake and echoes every message.
+fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        return full(StatusCode::BAD_REQUEST, "not a websocket request");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        let (mut tx, mut rx) = ws.split();
+        while let Some(Ok(msg)) = rx.next().await {
+            if msg.is_close() {
+                break;
+            }
+            if (msg.is_text() || msg.is_binary()) && tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    let h = r.headers_mut();
+    h.insert("connection", "Upgrade".parse().expect("hv"));
+    h.insert("upgrade", "websocket".parse().expect("hv"));
+    h.insert("sec-websocket-accept", accept.parse().expect("hv"));
+    r
+}
