@@ -1,0 +1,21 @@
+//! The example config shipped in deploy/ is valid and reproduces OTS's nginx routes.
+
+use takgate::config::{Config, Profile};
+
+#[test]
+fn the_shipped_example_parses_and_covers_every_ots_server_block() {
+    let text = include_str!("../../deploy/takgate.toml");
+    let config = Config::parse(text).expect("deploy/takgate.toml is valid");
+    let profiles: Vec<_> = config.http.iter().map(|l| (l.listen.port(), l.profile)).collect();
+    assert_eq!(
+        profiles,
+        [
+            (80, Profile::Redirect),
+            (8080, Profile::Web),
+            (443, Profile::Web),
+            (8443, Profile::Marti),
+            (8446, Profile::Enroll),
+        ]
+    );
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+}
