@@ -6,7 +6,11 @@ use takgate::config::{Config, Profile};
 fn the_shipped_example_parses_and_covers_every_ots_server_block() {
     let text = include_str!("../../deploy/takgate.toml");
     let config = Config::parse(text).expect("deploy/takgate.toml is valid");
-    let profiles: Vec<_> = config.http.iter().map(|l| (l.listen.port(), l.profile)).collect();
+    let profiles: Vec<_> = config
+        .http
+        .iter()
+        .map(|l| (l.listen.port(), l.profile))
+        .collect();
     assert_eq!(
         profiles,
         [

@@ -271,3 +271,80 @@ async fn requests_are_counted_by_route_class() {
     );
     assert_eq!(proxy.metric("takgate_http_in_flight_requests", &[]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_request_head_is_closed_at_its_timeout() {
+    let up = FakeUpstream::start().await;
+    let proxy = TestProxy::start(&web_config(&up.url(), "header_read_timeout = \"300ms\"")).await;
+    let started = std::time::Instant::now();
+    // Never finishes its head: takgate closes the connection.
+    let answer = raw(
+        proxy.http("web"),
+        b"GET /api/x HTTP/1.1\r\nHost: h\r\nX-Slow: 1",
+        None,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(300),
+        "{elapsed:?}"
+    );
+    assert!(!String::from_utf8_lossy(&answer).contains("200"));
+    assert!(up.seen().is_empty());
+    proxy
+        .wait_metric(
+            "takgate_http_connection_errors_total",
+            &[("kind", "header_timeout")],
+            1.0,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_preflight_is_answered_at_the_edge() {
+    let up = FakeUpstream::start().await;
+    let cors = r#"[http.cors]
+allowed_origins = ["https://ui.example.org"]
+allow_credentials = true"#;
+    let proxy = TestProxy::start(&web_config(&up.url(), cors)).await;
+    let addr = proxy.http("web");
+    let preflight = |origin: &'static str| {
+        Request::options("/api/login")
+            .header("host", addr.to_string())
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type, x-xsrf-token",
+            )
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let ok = send(addr, preflight("https://ui.example.org")).await;
+    assert_eq!(ok.status, 204);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://ui.example.org")
+    );
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
+    assert!(ok.header("vary").unwrap().contains("Origin"));
+    let refused = send(addr, preflight("https://evil.example")).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    assert!(up.seen().is_empty(), "preflights never reach OTS");
+
+    // An actual request from the allowed origin gets the grant, replacing OTS's own.
+    let got = get(
+        addr,
+        "/api/cookies",
+        &[("origin", "https://ui.example.org")],
+    )
+    .await;
+    assert_eq!(
+        got.header("access-control-allow-origin"),
+        Some("https://ui.example.org")
+    );
+    let got = get(addr, "/api/cookies", &[("origin", "https://evil.example")]).await;
+    assert_eq!(got.header("access-control-allow-origin"), None);
+    assert!(got.header("vary").unwrap().contains("Origin"));
+}
