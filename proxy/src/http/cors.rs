@@ -62,7 +62,7 @@ impl CorsPolicy {
                         scheme: scheme.to_owned(),
                         suffix: format!(".{suffix}"),
                     },
-                    None => OriginRule::Exact(lower.trim_end_matches('/').to_owned()),
+                    None => OriginRule::Exact(without_default_port(lower.trim_end_matches('/'))),
                 }
             })
             .collect();
@@ -198,6 +198,18 @@ impl CorsPolicy {
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
+}
+
+/// Browsers never write the default port in an Origin, so a configured one must not either.
+fn without_default_port(origin: &str) -> String {
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if origin.starts_with(scheme) {
+            if let Some(stripped) = origin.strip_suffix(port) {
+                return stripped.to_owned();
+            }
+        }
+    }
+    origin.to_owned()
 }
 
 fn vary_has_origin(headers: &HeaderMap) -> bool {

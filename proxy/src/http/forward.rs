@@ -131,7 +131,7 @@ impl Forwarder {
             headers.remove(name);
         }
         let host = host_header(&client_host, route.host)
-            .map_err(|e| ProxyError::new(ErrorKind::BadRequest, None, Some(e.into())))?;
+            .map_err(|e| ProxyError::new(ErrorKind::BadRequest, None, Some(e)))?;
         headers.insert(header::HOST, host);
         let ip = HeaderValue::try_from(client.peer.ip().to_string())
             .map_err(|e| ProxyError::new(ErrorKind::Internal, None, Some(e.into())))?;
@@ -210,8 +210,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The Host sent upstream (see [`HostHeader`]).
-fn host_header(client_host: &str, rule: HostHeader) -> Result<HeaderValue, http::Error> {
+fn host_header(client_host: &str, rule: HostHeader) -> Result<HeaderValue, BoxError> {
     let authority: Authority = client_host.parse()?;
+    // RFC 9110 §7.2: Host is uri-host [":" port]; no userinfo, and a port that is a port.
+    let port_ok = match authority.as_str().rsplit_once(':') {
+        Some((_, p)) if !p.contains(']') => p.parse::<u16>().is_ok(),
+        _ => true,
+    };
+    if authority.as_str().contains('@') || !port_ok {
+        return Err(format!("invalid Host {client_host:?}").into());
+    }
     let value = match rule {
         HostHeader::DefaultPort(port) if authority.port().is_none() => {
             HeaderValue::try_from(format!("{}:{port}", authority.host()))?

@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - `service`: one listener's request handling, from CORS to the answer.
+//! - `path`: request paths normalised before routing.
 //! - `router`: the nginx `location` blocks of each profile.
 //! - `forward`: the header contract, the upstream pools, error classification.
 //! - `upgrade`: WebSocket upgrades relayed and tracked.
@@ -14,6 +15,7 @@ pub mod access;
 pub mod body;
 pub mod cors;
 pub mod forward;
+pub mod path;
 pub mod router;
 pub mod service;
 pub mod static_files;

@@ -1,6 +1,7 @@
 //! One listener's request handling: CORS, routing, then static files, a redirect, a 404 or the
 //! upstream; every request ends in one access-log line and one metrics record.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::http::access::{Logged, RequestRecord};
 use crate::http::body::{self, Body};
 use crate::http::cors::{CorsPolicy, Decision};
 use crate::http::forward::{self, ClientInfo, Forwarder};
+use crate::http::path;
 use crate::http::router::{Action, ProxyRoute, RouteClass, Router};
 use crate::http::static_files::StaticFiles;
 use crate::http::upgrade;
@@ -138,6 +140,14 @@ impl HttpService {
     }
 
     async fn answer(&self, client: &ClientInfo, mut req: Request<Incoming>) -> Answer {
+        match path::normalize(req.uri().path()) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(normal)) => match path::with_path(req.uri(), &normal) {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return Answer::local(bad_request(), RouteClass::Static),
+            },
+            Err(_) => return Answer::local(bad_request(), RouteClass::Static),
+        }
         let upgrade = upgrade::websocket_upgrade(req.method(), req.headers());
         let action = self.router.route(req.uri().path()).clone();
         let route = match (&action, upgrade.is_some()) {
@@ -272,6 +282,18 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+fn bad_request() -> Response<Body> {
+    let mut resp = Response::new(body::full(
+        r#"{"status":400,"error":"invalid request path"}"#,
+    ));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn not_found() -> Response<Body> {

@@ -1,0 +1,133 @@
+//! Request paths normalised before routing (RFC 3986 §6.2.2), so that `/Marti/api/%74ls` or
+//! `/x/../Marti/api/tls` cannot slip past a location block that nginx, which normalises the same
+//! way, would have applied. The normalised path is also the one forwarded: the route was chosen
+//! for it, and an upstream must not read a different path than takgate routed.
+
+use std::borrow::Cow;
+
+/// A path that cannot be normalised: it climbs above the root or encodes a NUL byte.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid request path")]
+pub struct InvalidPath;
+
+/// Decodes percent-encoded unreserved characters, merges repeated slashes and resolves `.` and
+/// `..` segments. Other escapes (`%2F`, `%20`, …) stay as they are.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
+    if !needs_work(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(path)?;
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/').skip(1) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(InvalidPath)?;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    // A trailing slash (or a trailing `.`/`..`) names a directory: keep it.
+    let dir = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    if out.is_empty() || dir {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// `uri` with its path replaced by `path`, query kept.
+pub fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, InvalidPath> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().map_err(|_| InvalidPath)?);
+    http::Uri::from_parts(parts).map_err(|_| InvalidPath)
+}
+
+fn needs_work(path: &str) -> bool {
+    path.contains('%') || path.contains("//") || path.contains("/.") || !path.starts_with('/')
+}
+
+fn decode_unreserved(path: &str) -> Result<String, InvalidPath> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len() + 1);
+    if !path.starts_with('/') {
+        out.push('/');
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(InvalidPath)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| InvalidPath)?;
+            let byte = u8::from_str_radix(hex, 16).map_err(|_| InvalidPath)?;
+            if byte == 0 {
+                return Err(InvalidPath);
+            }
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(byte));
+            } else {
+                // Uppercase hex, as RFC 3986 §6.2.2.1 recommends.
+                out.push('%');
+                out.push_str(&hex.to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            out.push(char::from(bytes[i]));
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_paths_are_borrowed() {
+        assert!(matches!(normalize("/api/login").unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(normalize("/").unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_and_dot_segments_are_resolved() {
+        for (input, want) in [
+            ("/Marti/api/%74ls/config", "/Marti/api/tls/config"),
+            ("/Marti/api/%54LS", "/Marti/api/TLS"),
+            ("/x/../Marti/api/tls", "/Marti/api/tls"),
+            ("/x/%2e%2e/Marti/api/tls", "/Marti/api/tls"),
+            ("//Marti//api/./tls", "/Marti/api/tls"),
+            ("/assets/", "/assets/"),
+            ("/assets/.", "/assets/"),
+            ("/a/b/..", "/a/"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%20b", "/a%20b"),
+            ("/.", "/"),
+        ] {
+            assert_eq!(normalize(input).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn climbing_above_root_or_bad_escapes_are_invalid() {
+        for bad in [
+            "/..",
+            "/../etc/passwd",
+            "/a/../../b",
+            "/%2e%2e/x",
+            "/%",
+            "/%4",
+            "/%zz",
+            "/a%00b",
+        ] {
+            assert_eq!(normalize(bad), Err(InvalidPath), "{bad}");
+        }
+    }
+}
