@@ -488,6 +488,13 @@ impl Config {
             ));
         }
         for (i, l) in self.http.iter().enumerate() {
+            if l.profile != Profile::Redirect && !l.ui_root.is_dir() {
+                out.push(format!(
+                    "http[{i}].ui_root: {} is not a folder yet; takgate answers with a page \
+                     saying so until it appears",
+                    l.ui_root.display()
+                ));
+            }
             if l.profile == Profile::Marti
                 && l.tls
                     .as_ref()
@@ -506,6 +513,8 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         http::HeaderName::from_bytes(self.client_cert_header.as_bytes())
             .map_err(|_| invalid("client_cert_header", "not a valid header name"))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("not a tracing filter: {e}")))?;
         validate_upstream_uri("upstream.url", &self.upstream.url)?;
         if self.upstream.url.scheme_str() != Some("http") {
             return Err(invalid(

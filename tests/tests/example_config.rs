@@ -21,5 +21,11 @@ fn the_shipped_example_parses_and_covers_every_ots_server_block() {
             (8446, Profile::Enroll),
         ]
     );
-    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    // The UI folder is the one warning a machine without OTS's UI may raise.
+    let warnings: Vec<_> = config
+        .warnings()
+        .into_iter()
+        .filter(|w| !w.contains("ui_root"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
