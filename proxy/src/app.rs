@@ -171,27 +171,23 @@ impl App {
     }
 
     /// Binds every configured address.
-    pub async fn bind(&self) -> Result<Bound, AppError> {
+    pub fn bind(&self) -> Result<Bound, AppError> {
         let mut http = Vec::with_capacity(self.listeners.len());
         for (i, l) in self.listeners.iter().enumerate() {
             let addr = l.config.listen;
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| AppError::Bind {
-                    key: format!("http[{i}].listen"),
-                    addr,
-                    source,
-                })?;
-            http.push(listener);
-        }
-        let addr = self.config.admin.listen;
-        let admin = TcpListener::bind(addr)
-            .await
-            .map_err(|source| AppError::Bind {
-                key: "admin.listen".to_owned(),
+            let listener = bind(addr).map_err(|source| AppError::Bind {
+                key: format!("http[{i}].listen"),
                 addr,
                 source,
             })?;
+            http.push(listener);
+        }
+        let addr = self.config.admin.listen;
+        let admin = bind(addr).map_err(|source| AppError::Bind {
+            key: "admin.listen".to_owned(),
+            addr,
+            source,
+        })?;
         Ok(Bound { http, admin })
     }
 
@@ -260,6 +256,21 @@ impl Bound {
     pub fn new(http: Vec<TcpListener>, admin: TcpListener) -> Self {
         Self { http, admin }
     }
+}
+
+/// Binds like nginx does: an IPv6 wildcard takes IPv6 only, so `0.0.0.0:P` and `[::]:P` can be
+/// two listeners, and a restart is not blocked by connections in TIME_WAIT.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 fn health_url(config: &Config) -> http::Uri {

@@ -107,7 +107,7 @@ async fn run(app: App, bound_addrs: Option<&Path>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let bound = app.bind().await?;
+    let bound = app.bind()?;
     let addrs = app.start(bound)?;
     if let Some(path) = bound_addrs {
         write_atomically(path, &serde_json::to_vec_pretty(&addrs)?)

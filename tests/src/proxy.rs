@@ -22,7 +22,7 @@ impl TestProxy {
         let config = Config::parse(toml).expect("test config is valid");
         let registry = Registry::new();
         let app = App::new(config, registry.clone()).expect("app builds");
-        let bound = app.bind().await.expect("bind");
+        let bound = app.bind().expect("bind");
         let addrs = app.start(bound).expect("start");
         Self {
             app,
