@@ -98,3 +98,19 @@ access_log = false
 "#
     )
 }
+
+/// [`base_config`] plus one plain `web` listener named `web`; `extra` lines go into its table
+/// (or start new tables after it).
+pub fn web_config(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"{}
+[[http]]
+name = "web"
+listen = "127.0.0.1:0"
+profile = "web"
+ui_root = "/nonexistent-ui"
+{extra}
+"#,
+        base_config(upstream)
+    )
+}

@@ -1,22 +1,9 @@
 //! The admin listener: liveness, readiness that follows the OTS API, metrics exposition.
 
 use takgate_tests::client::get;
-use takgate_tests::proxy::{base_config, TestProxy};
+use takgate_tests::proxy::{web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 use tokio::net::TcpListener;
-
-fn config(upstream: &str) -> String {
-    format!(
-        r#"{}
-[[http]]
-name = "web"
-listen = "127.0.0.1:0"
-profile = "web"
-ui_root = "/nonexistent-ui"
-"#,
-        base_config(upstream)
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_follows_the_api_and_healthz_does_not() {
@@ -25,7 +12,7 @@ async fn readyz_follows_the_api_and_healthz_does_not() {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     drop(socket);
-    let proxy = TestProxy::start(&config(&format!("http://{addr}"))).await;
+    let proxy = TestProxy::start(&web_config(&format!("http://{addr}"), "")).await;
     let admin = proxy.addrs.admin;
 
     assert_eq!(get(admin, "/healthz", &[]).await.status, 200);
@@ -44,7 +31,7 @@ async fn readyz_follows_the_api_and_healthz_does_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_exposed_in_prometheus_text_format() {
     let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start(&config(&up.url())).await;
+    let proxy = TestProxy::start(&web_config(&up.url(), "")).await;
     get(proxy.http("web"), "/api/x", &[]).await;
     proxy
         .wait_metric("takgate_http_requests_total", &[("route", "api")], 1.0)

@@ -5,23 +5,9 @@ use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use takgate_tests::client::{get, raw, send, send_streaming, within};
-use takgate_tests::proxy::{base_config, TestProxy};
+use takgate_tests::proxy::{web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 use tokio::net::TcpListener;
-
-fn web_config(upstream: &str, extra: &str) -> String {
-    format!(
-        r#"{}
-[[http]]
-name = "web"
-listen = "127.0.0.1:0"
-profile = "web"
-ui_root = "/nonexistent-ui"
-{extra}
-"#,
-        base_config(upstream)
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_and_forwarded_headers_follow_the_contract() {

@@ -5,24 +5,15 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use takgate_tests::client::{get, within};
-use takgate_tests::proxy::{base_config, TestProxy};
+use takgate_tests::proxy::{web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 fn config(upstream: &str) -> String {
-    format!(
-        r#"{}
-[shutdown]
-grace = "5s"
-websocket_grace = "300ms"
-[[http]]
-name = "web"
-listen = "127.0.0.1:0"
-profile = "web"
-ui_root = "/nonexistent-ui"
-"#,
-        base_config(upstream)
+    web_config(
+        upstream,
+        "[shutdown]\ngrace = \"5s\"\nwebsocket_grace = \"300ms\"",
     )
 }
 

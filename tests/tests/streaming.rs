@@ -6,7 +6,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use takgate_tests::client::{send, send_streaming, within};
-use takgate_tests::proxy::{base_config, TestProxy};
+use takgate_tests::proxy::{web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 
 const TOTAL: u64 = 100 * 1024 * 1024;
@@ -41,17 +41,7 @@ fn reset_peak() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hundred_megabytes_each_way_with_bounded_memory() {
     let up = FakeUpstream::start().await;
-    let proxy = TestProxy::start(&format!(
-        r#"{}
-[[http]]
-name = "web"
-listen = "127.0.0.1:0"
-profile = "web"
-ui_root = "/nonexistent-ui"
-"#,
-        base_config(&up.url())
-    ))
-    .await;
+    let proxy = TestProxy::start(&web_config(&up.url(), "")).await;
     let addr = proxy.http("web");
     // Warm up allocator and pools, then measure from here.
     let _ = send(

@@ -2,28 +2,17 @@
 
 use futures_util::{SinkExt, StreamExt};
 use takgate_tests::client::{raw, read_until, within};
-use takgate_tests::proxy::{base_config, TestProxy};
+use takgate_tests::proxy::{web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 fn config(upstream: &str, cors: &str) -> String {
-    format!(
-        r#"{}
-[[http]]
-name = "web"
-listen = "127.0.0.1:0"
-profile = "web"
-ui_root = "/nonexistent-ui"
-{cors}
-[[http.route]]
-prefix = "/echo"
-upstream = "{upstream}"
-strip_prefix = true
-"#,
-        base_config(upstream)
-    )
+    let echo_route = format!(
+        "[[http.route]]\nprefix = \"/echo\"\nupstream = \"{upstream}\"\nstrip_prefix = true\n"
+    );
+    web_config(upstream, &format!("{cors}\n{echo_route}"))
 }
 
 /// A masked client text frame (RFC 6455 §5.3), short payload.
