@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::admin::Admin;
-use crate::config::{ClientAuthConfig, Config, HttpListenerConfig, TlsConfig};
+use crate::config::{ClientAuthConfig, Config, HttpListenerConfig, TlsConfig, TlsVersionConfig};
 use crate::drain::Drain;
 use crate::http::forward::Forwarder;
 use crate::http::router::Router;
@@ -150,7 +150,11 @@ impl App {
                 None => "plain".to_owned(),
                 Some(t) => format!(
                     "tls {} client_auth={:?}",
-                    t.versions.join("+"),
+                    t.versions
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("+"),
                     t.client_auth
                 )
                 .to_lowercase(),
@@ -294,12 +298,9 @@ fn listener_tls(t: &TlsConfig) -> Result<ListenerTls, cot::tls::TlsError> {
         versions: t
             .versions
             .iter()
-            .map(|v| {
-                if v == "1.2" {
-                    TlsVersion::Tls12
-                } else {
-                    TlsVersion::Tls13
-                }
+            .map(|v| match v {
+                TlsVersionConfig::Tls12 => TlsVersion::Tls12,
+                TlsVersionConfig::Tls13 => TlsVersion::Tls13,
             })
             .collect(),
         // HTTP/1.1 only: OTS's WebSockets and Socket.IO need it end to end.

@@ -211,14 +211,14 @@ fn full_example_parses_every_key() {
     assert_eq!(tls.client_auth, ClientAuthConfig::None);
     assert!(tls.client_ca.is_none());
     assert!(tls.crl.is_none());
-    assert_eq!(tls.versions, ["1.2", "1.3"]);
+    assert_eq!(tls.versions, [TlsVersionConfig::Tls12, TlsVersionConfig::Tls13]);
     assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
 
     let marti = c.http[3].tls.as_ref().unwrap();
     assert_eq!(marti.client_auth, ClientAuthConfig::Required);
     assert_eq!(marti.client_ca.as_deref(), Some(Path::new("/certs/ca.pem")));
     assert_eq!(marti.crl.as_deref(), Some(Path::new("/certs/ca.crl")));
-    assert_eq!(marti.versions, ["1.3"]);
+    assert_eq!(marti.versions, [TlsVersionConfig::Tls13]);
     assert_eq!(marti.handshake_timeout, Duration::from_secs(20));
 
     let enroll = c.http[4].tls.as_ref().unwrap();
@@ -613,7 +613,7 @@ fn listener_on_the_admin_address() {
 fn tls_version_1_1_is_rejected() {
     assert_rejected(
         &tls_with("versions = [\"1.1\"]"),
-        &["http[0].tls.versions", "1.1"],
+        &["versions = [\"1.1\"]", "expected `1.2` or `1.3`"],
     );
     assert_rejected(&tls_with("versions = []"), &["http[0].tls.versions"]);
 }
