@@ -211,7 +211,10 @@ fn full_example_parses_every_key() {
     assert_eq!(tls.client_auth, ClientAuthConfig::None);
     assert!(tls.client_ca.is_none());
     assert!(tls.crl.is_none());
-    assert_eq!(tls.versions, [TlsVersionConfig::Tls12, TlsVersionConfig::Tls13]);
+    assert_eq!(
+        tls.versions,
+        [TlsVersionConfig::Tls12, TlsVersionConfig::Tls13]
+    );
     assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
 
     let marti = c.http[3].tls.as_ref().unwrap();
