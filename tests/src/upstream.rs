@@ -53,6 +53,16 @@ impl FakeUpstream {
 
     /// Serves on an already bound listener.
     pub fn serve(listener: TcpListener) -> Self {
+        Self::serve_with(listener, None)
+    }
+
+    /// Serves https with `tls` (MediaMTX-style upstreams) on `127.0.0.1:0`.
+    pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve_with(listener, Some(tls))
+    }
+
+    fn serve_with(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State::default());
         let st = state.clone();
@@ -62,12 +72,27 @@ impl FakeUpstream {
                     return;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            builder
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await
+                        }
+                    };
                 });
             }
         });

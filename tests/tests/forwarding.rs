@@ -334,3 +334,36 @@ allow_credentials = true"#;
     assert_eq!(got.header("access-control-allow-origin"), None);
     assert!(got.header("vary").unwrap().contains("Origin"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_https_routes_verify_the_upstream_unless_told_not_to() {
+    let pki = takgate_tests::certs::TestPki::new();
+    let settings = pki.server_settings(cot::tls::ClientAuth::None);
+    let acceptor = tokio_rustls::TlsAcceptor::from(cot::tls::server_config(&settings).unwrap());
+    let media = FakeUpstream::start_tls(acceptor).await;
+    let up = FakeUpstream::start().await;
+    let routes = format!(
+        r#"[[http.route]]
+prefix = "/hls"
+upstream = "https://{media}"
+strip_prefix = true
+tls_verify = false
+[[http.route]]
+prefix = "/verified"
+upstream = "https://{media}"
+"#,
+        media = media.addr
+    );
+    let proxy = TestProxy::start(&web_config(&up.url(), &routes)).await;
+    let addr = proxy.http("web");
+    let got = get(addr, "/hls/live/index.m3u8?jwt=t", &[]).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        media.last().uri.path_and_query().unwrap().as_str(),
+        "/live/index.m3u8?jwt=t"
+    );
+    // The test CA is in no system trust store: a verified route refuses the upstream.
+    let got = get(addr, "/verified/x", &[]).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(media.seen().len(), 1);
+}
