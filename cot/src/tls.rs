@@ -8,9 +8,10 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use rustls::crypto::CryptoProvider;
@@ -162,6 +163,13 @@ pub enum TlsError {
         versions: Vec<TlsVersion>,
         cause: rustls::Error,
     },
+}
+
+impl TlsError {
+    /// A configured file does not exist (yet): a listener can wait for it.
+    pub fn is_missing_file(&self) -> bool {
+        matches!(self, TlsError::Read { cause, .. } if cause.kind() == io::ErrorKind::NotFound)
+    }
 }
 
 fn pem_error(path: &Path, err: pem::Error) -> TlsError {
@@ -336,43 +344,120 @@ fn client_verifier(
     })
 }
 
-/// The server config of one listener, swappable at run time: SIGHUP calls
-/// [`reload`](Self::reload), each accepted connection calls [`acceptor`](Self::acceptor).
-/// Connections already established keep the config they were accepted with.
+/// The server config of one listener, swappable at run time: SIGHUP or a change of its files
+/// reloads it, each accepted connection calls [`acceptor`](Self::acceptor). Connections already
+/// established keep the config they were accepted with.
+///
+/// A listener may also start before its files exist: OTS creates its CA and server certificate
+/// on first start, possibly after takgate. Such a listener waits (no acceptor) until they appear.
 pub struct ReloadableTls {
     settings: TlsSettings,
-    current: ArcSwap<ServerConfig>,
+    current: ArcSwapOption<ServerConfig>,
+    /// The files as they were at the last load attempt, to notice changes with a `stat`.
+    stamp: Mutex<Vec<FileStamp>>,
 }
 
+/// What a file looked like: (modified, length, inode), or `None` when missing.
+type FileStamp = Option<(Option<SystemTime>, u64, u64)>;
+
 impl ReloadableTls {
+    /// Loads the files now; any problem is an error.
     pub fn new(settings: TlsSettings) -> Result<Self, TlsError> {
+        let stamp = stamp(&settings);
         let config = server_config(&settings)?;
         Ok(Self {
             settings,
-            current: ArcSwap::new(config),
+            current: ArcSwapOption::from(Some(config)),
+            stamp: Mutex::new(stamp),
         })
     }
 
-    /// An acceptor for the config in force now.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    /// As [`new`](Self::new), but files that do not exist yet are waited for instead of being
+    /// an error. Files that exist and are broken are still an error.
+    pub fn new_or_wait(settings: TlsSettings) -> Result<Self, TlsError> {
+        match Self::new(settings.clone()) {
+            Ok(tls) => Ok(tls),
+            Err(e) if e.is_missing_file() => Ok(Self {
+                stamp: Mutex::new(stamp(&settings)),
+                settings,
+                current: ArcSwapOption::empty(),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
-    /// The config in force now.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    /// An acceptor for the config in force now; `None` while waiting for the files.
+    pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.current
+            .load_full()
+            .map(tokio_rustls::TlsAcceptor::from)
+    }
+
+    /// Whether a config is loaded (the listener can complete handshakes).
+    pub fn is_ready(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// The config in force now, if any.
+    pub fn config(&self) -> Option<Arc<ServerConfig>> {
         self.current.load_full()
     }
 
     /// Re-reads every file. On error the config in force is kept and the error returned.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = server_config(&self.settings)?;
-        self.current.store(config);
+        let now = stamp(&self.settings);
+        let result = server_config(&self.settings);
+        if let Ok(mut seen) = self.stamp.lock() {
+            *seen = now;
+        }
+        self.current.store(Some(result?));
         Ok(())
+    }
+
+    /// Reloads if any file changed (appeared, vanished, or has a new size, time or inode)
+    /// since the last attempt; `None` when nothing changed. Cheap enough to poll every
+    /// few seconds: one `stat` per file.
+    pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
+        let now = stamp(&self.settings);
+        let changed = self.stamp.lock().map(|seen| *seen != now).unwrap_or(true);
+        changed.then(|| self.reload())
+    }
+
+    /// The configured files that do not exist now.
+    pub fn missing_files(&self) -> Vec<PathBuf> {
+        files(&self.settings)
+            .filter(|p| !p.exists())
+            .map(Path::to_path_buf)
+            .collect()
     }
 
     pub fn settings(&self) -> &TlsSettings {
         &self.settings
     }
+}
+
+/// The files a config is built from; the CA and CRL only when client certificates are asked for.
+fn files(settings: &TlsSettings) -> impl Iterator<Item = &Path> {
+    let client = settings.client_auth != ClientAuth::None;
+    [Some(&settings.cert), Some(&settings.key)]
+        .into_iter()
+        .chain([
+            settings.client_ca.as_ref().filter(|_| client),
+            settings.crl.as_ref().filter(|_| client),
+        ])
+        .flatten()
+        .map(PathBuf::as_path)
+}
+
+fn stamp(settings: &TlsSettings) -> Vec<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    files(settings)
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len(), m.ino()))
+        })
+        .collect()
 }
 
 impl fmt::Debug for ReloadableTls {

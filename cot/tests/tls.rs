@@ -302,14 +302,14 @@ async fn reload_serves_the_new_certificate_and_keeps_the_old_on_error() {
     std::fs::copy(&pki.server_key, &settings.key).unwrap();
 
     let tls = ReloadableTls::new(settings.clone()).unwrap();
-    let outcome = connect(tls.acceptor(), pki.client_config(None)).await;
+    let outcome = connect(tls.acceptor().unwrap(), pki.client_config(None)).await;
     assert_eq!(outcome.client.unwrap(), pki.server_der);
 
     let b = pki.issue_server(&["localhost"]);
     std::fs::copy(&b.cert, &settings.cert).unwrap();
     std::fs::copy(&b.key, &settings.key).unwrap();
     tls.reload().unwrap();
-    let outcome = connect(tls.acceptor(), pki.client_config(None)).await;
+    let outcome = connect(tls.acceptor().unwrap(), pki.client_config(None)).await;
     assert_eq!(outcome.client.unwrap(), b.der);
 
     std::fs::write(&settings.key, "not a key\n").unwrap();
@@ -320,7 +320,7 @@ async fn reload_serves_the_new_certificate_and_keeps_the_old_on_error() {
             .contains(&settings.key.display().to_string()),
         "{err}"
     );
-    let outcome = connect(tls.acceptor(), pki.client_config(None)).await;
+    let outcome = connect(tls.acceptor().unwrap(), pki.client_config(None)).await;
     assert_eq!(outcome.client.unwrap(), b.der);
 }
 
@@ -332,12 +332,12 @@ async fn reload_picks_up_a_new_crl() {
     settings.crl = Some(pki.write_crl());
     let tls = ReloadableTls::new(settings).unwrap();
 
-    let outcome = connect(tls.acceptor(), pki.client_config(Some(&client))).await;
+    let outcome = connect(tls.acceptor().unwrap(), pki.client_config(Some(&client))).await;
     assert_eq!(outcome.server.unwrap(), Some(client.der.clone()));
 
     pki.revoke(&client);
     tls.reload().unwrap();
-    let outcome = connect(tls.acceptor(), pki.client_config(Some(&client))).await;
+    let outcome = connect(tls.acceptor().unwrap(), pki.client_config(Some(&client))).await;
     let err = outcome.server.unwrap_err();
     assert!(
         matches!(

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::drain::Drain;
 use crate::http::body::{self, Body};
+use crate::tls_watch::TlsSources;
 
 /// How long `/readyz` waits for the OTS API's health check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -28,13 +29,14 @@ pub struct Admin {
     registry: Registry,
     health_url: Uri,
     listeners_bound: AtomicBool,
+    tls: Arc<TlsSources>,
     probe: Client<HttpConnector, Empty<bytes::Bytes>>,
 }
 
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(registry: Registry, health_url: Uri) -> Self {
+    pub fn new(registry: Registry, health_url: Uri, tls: Arc<TlsSources>) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(PROBE_TIMEOUT));
         let probe = Client::builder(TokioExecutor::new())
@@ -45,6 +47,7 @@ impl Admin {
             registry,
             health_url,
             listeners_bound: AtomicBool::new(false),
+            tls,
             probe,
         }
     }
@@ -124,10 +127,23 @@ impl Admin {
     async fn ready(&self) -> Response<Body> {
         let bound = self.listeners_bound.load(Ordering::Acquire);
         let upstream = self.probe_upstream().await;
-        let ok = bound && upstream.is_ok();
+        let waiting: serde_json::Map<String, serde_json::Value> = self
+            .tls
+            .waiting()
+            .into_iter()
+            .map(|(name, files)| {
+                let files = files
+                    .iter()
+                    .map(|f| serde_json::Value::String(f.display().to_string()))
+                    .collect();
+                (name, serde_json::Value::Array(files))
+            })
+            .collect();
+        let ok = bound && upstream.is_ok() && waiting.is_empty();
         let json = serde_json::json!({
             "ready": ok,
             "listeners_bound": bound,
+            "tls_waiting_for_files": waiting,
             "upstream": self.health_url.to_string(),
             "upstream_ok": upstream.is_ok(),
             "upstream_error": upstream.err(),

@@ -19,6 +19,7 @@ use crate::http::router::Router;
 use crate::http::service::HttpService;
 use crate::metrics::HttpMetrics;
 use crate::server::{self, ConnLimits, ListenerTls};
+use crate::tls_watch::TlsSources;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -53,7 +54,7 @@ struct HttpListener {
 #[derive(Debug)]
 pub struct App {
     config: Config,
-    metrics: HttpMetrics,
+    tls: Arc<TlsSources>,
     admin: Arc<Admin>,
     listeners: Vec<HttpListener>,
     drain: Drain,
@@ -119,11 +120,18 @@ impl App {
                 },
             });
         }
+        let tls = Arc::new(TlsSources::new(
+            listeners
+                .iter()
+                .filter_map(|l| Some((l.config.name.clone(), l.tls.as_ref()?.tls.clone())))
+                .collect(),
+            metrics,
+        ));
         let health_url = health_url(&config);
-        let admin = Arc::new(Admin::new(registry, health_url));
+        let admin = Arc::new(Admin::new(registry, health_url, tls.clone()));
         Ok(Self {
             config,
-            metrics,
+            tls,
             admin,
             listeners,
             drain,
@@ -219,26 +227,14 @@ impl App {
         }
         tracing::info!(addr = %addrs.admin, "admin listening");
         tokio::spawn(self.admin.clone().serve(bound.admin, self.drain.clone()));
+        tokio::spawn(self.tls.clone().watch(self.drain.clone()));
         self.admin.set_listeners_bound();
         Ok(addrs)
     }
 
-    /// SIGHUP: re-reads every listener's certificate, key, CA and CRL. A listener whose new
-    /// files are broken keeps serving with its old ones.
+    /// SIGHUP: re-reads every listener's certificate, key, CA and CRL.
     pub fn reload_tls(&self) {
-        for l in &self.listeners {
-            let Some(tls) = &l.tls else { continue };
-            match tls.tls.reload() {
-                Ok(()) => {
-                    self.metrics.tls_reload(&l.config.name, true);
-                    tracing::info!(listener = %l.config.name, "TLS certificates reloaded");
-                }
-                Err(e) => {
-                    self.metrics.tls_reload(&l.config.name, false);
-                    tracing::error!(listener = %l.config.name, error = %e, "TLS reload failed; keeping the previous certificates");
-                }
-            }
-        }
+        self.tls.reload_all();
     }
 
     pub fn drain(&self) -> &Drain {
@@ -307,7 +303,7 @@ fn listener_tls(t: &TlsConfig) -> Result<ListenerTls, cot::tls::TlsError> {
         alpn: vec![b"http/1.1".to_vec()],
     };
     Ok(ListenerTls {
-        tls: cot::tls::ReloadableTls::new(settings)?,
+        tls: Arc::new(cot::tls::ReloadableTls::new_or_wait(settings)?),
         handshake_timeout: t.handshake_timeout,
     })
 }

@@ -6,6 +6,7 @@
 //! - `server`: accept loops, TLS handshakes, HTTP/1.1 connections.
 //! - `http`: routing, forwarding, upgrades, CORS, static files, access log.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`.
+//! - `tls_watch`: certificate reload on SIGHUP and on file changes.
 //! - `metrics`, `error`, `drain`: shared pieces.
 
 pub mod admin;
@@ -16,3 +17,4 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod server;
+pub mod tls_watch;

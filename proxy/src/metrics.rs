@@ -37,6 +37,8 @@ pub enum ConnectionError {
     TlsHandshake,
     /// The TLS handshake did not finish in time.
     TlsHandshakeTimeout,
+    /// The listener's certificate files do not exist yet; the connection was closed.
+    TlsNotReady,
     /// The request head was too large (431/414 sent by the HTTP codec).
     HeadTooLarge,
     /// The request head could not be parsed (400 sent by the HTTP codec).
@@ -52,6 +54,7 @@ impl ConnectionError {
         match self {
             Self::TlsHandshake => "tls_handshake",
             Self::TlsHandshakeTimeout => "tls_handshake_timeout",
+            Self::TlsNotReady => "tls_not_ready",
             Self::HeadTooLarge => "head_too_large",
             Self::Parse => "parse",
             Self::HeaderTimeout => "header_timeout",

@@ -20,7 +20,7 @@ use crate::metrics::{ConnectionError, GaugeGuard};
 /// TLS for one listener: reloadable material and the handshake deadline.
 #[derive(Debug)]
 pub struct ListenerTls {
-    pub tls: cot::tls::ReloadableTls,
+    pub tls: Arc<cot::tls::ReloadableTls>,
     pub handshake_timeout: Duration,
 }
 
@@ -93,7 +93,14 @@ async fn serve_connection(
         serve_http1(stream, client, service, limits, drain).await;
         return;
     };
-    let accept = tls.tls.acceptor().accept(stream);
+    let Some(acceptor) = tls.tls.acceptor() else {
+        // The certificate files do not exist yet (OTS creates them on its first start).
+        service
+            .metrics()
+            .connection_error(service.name(), ConnectionError::TlsNotReady);
+        return;
+    };
+    let accept = acceptor.accept(stream);
     let stream = match tokio::time::timeout(tls.handshake_timeout, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

@@ -316,23 +316,23 @@ async fn reload_swaps_certificates_without_dropping_connections() {
         200,
         "the old connection still works after the reload"
     );
-    assert_eq!(
+    // At least one: the file watcher may also have seen the change.
+    assert!(
         s.proxy.metric(
             "takgate_tls_reloads_total",
             &[("listener", "web-tls"), ("result", "ok")]
-        ),
-        1.0
+        ) >= 1.0
     );
 
     // Broken files: the reload fails, is counted, and the previous certificate stays.
     std::fs::write(&s.pki.server_key, "not a key").unwrap();
     s.proxy.app.reload_tls();
     assert_eq!(served_cert(addr, &s.pki).await, renewed.der.to_vec());
-    assert_eq!(
+    // At least one: the file watcher may also have seen the change.
+    assert!(
         s.proxy.metric(
             "takgate_tls_reloads_total",
             &[("listener", "web-tls"), ("result", "error")]
-        ),
-        1.0
+        ) >= 1.0
     );
 }
