@@ -163,7 +163,7 @@ impl App {
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join("+"),
-                    t.client_auth
+                    t.client_auth()
                 )
                 .to_lowercase(),
             };
@@ -286,7 +286,7 @@ fn listener_tls(t: &TlsConfig) -> Result<ListenerTls, cot::tls::TlsError> {
         key: t.key.clone(),
         client_ca: t.client_ca.clone(),
         crl: t.crl.clone(),
-        client_auth: match t.client_auth {
+        client_auth: match t.client_auth() {
             ClientAuthConfig::None => ClientAuth::None,
             ClientAuthConfig::Optional => ClientAuth::Optional,
             ClientAuthConfig::Required => ClientAuth::Required,

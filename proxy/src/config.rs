@@ -54,8 +54,12 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
-    #[serde(default = "default_http_listeners")]
+    /// With neither `[[http]]` nor `[[stream]]` in the file, the built-in listeners run (those
+    /// of `Config::default()`); with either, exactly the listeners the file lists.
+    #[serde(default)]
     pub http: Vec<HttpListenerConfig>,
+    #[serde(default)]
+    pub stream: Vec<StreamListenerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,8 +220,9 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     #[serde(default)]
     pub crl: Option<PathBuf>,
+    /// Defaults to `none` on `[[http]]` listeners and `required` on `[[stream]]` listeners.
     #[serde(default)]
-    pub client_auth: ClientAuthConfig,
+    pub client_auth: Option<ClientAuthConfig>,
     #[serde(default = "default_tls_versions")]
     pub versions: Vec<TlsVersionConfig>,
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
@@ -256,6 +261,95 @@ pub struct RouteConfig {
     /// Verify the upstream's certificate for https upstreams (MediaMTX uses OTS's self-signed one).
     #[serde(default = "default_true")]
     pub tls_verify: bool,
+}
+
+/// How a stream listener treats the client's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamMode {
+    /// Verify the client certificate (and optionally its CN against OTS's users), frame and
+    /// validate CoT, relay to OTS's plain port.
+    #[default]
+    Terminate,
+    /// Relay the client's TLS bytes untouched to OTS's own SSL listener.
+    Passthrough,
+    /// As terminate, opening the upstream connection with a PROXY v2 header.
+    ProxyProtocol,
+    /// TLS-terminating byte relay without CoT framing (MQTT, RTSP, RTMP).
+    Raw,
+}
+
+/// What to do with a CoT frame that is not well-formed XML.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MalformedConfig {
+    /// Drop the frame, count it, and go on with the next one.
+    #[default]
+    Drop,
+    /// Close the connection.
+    Close,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// `host:port` of OTS's CoT port (8088 plain for terminate, 8089 for passthrough).
+    pub upstream: String,
+    #[serde(default)]
+    pub mode: StreamMode,
+    /// Omitted: OTS's own files under `$OTS_DATA_FOLDER/ca` (see README), client certificates
+    /// required.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_frame")]
+    pub max_frame: ByteSize,
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer: ByteSize,
+    #[serde(default)]
+    pub on_malformed: MalformedConfig,
+    /// Refuse client certificates without a subject CN.
+    #[serde(default = "default_true")]
+    pub require_cn: bool,
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
+}
+
+/// When OTS cannot be asked who is active.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnavailableConfig {
+    #[default]
+    FailClosed,
+    LastKnown,
+}
+
+/// Check each client certificate's CN against OTS's active users, as OTS's own SSL listener does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The OTS API; defaults to `upstream.url`.
+    #[serde(default, with = "uri_serde_opt")]
+    pub api: Option<Uri>,
+    /// A file holding an administrator's `Authentication-Token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Or a service account to log in with.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_identity_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+    #[serde(default)]
+    pub on_unavailable: UnavailableConfig,
 }
 
 // === defaults ===
@@ -340,6 +434,18 @@ fn default_cors_headers() -> Vec<String> {
     .map(str::to_owned)
     .to_vec()
 }
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_max_frame() -> ByteSize {
+    ByteSize::mib(1)
+}
+fn default_read_buffer() -> ByteSize {
+    ByteSize::kib(16)
+}
+fn default_identity_refresh() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_cors_max_age() -> Duration {
     Duration::from_secs(600)
 }
@@ -362,6 +468,51 @@ fn default_http_listeners() -> Vec<HttpListenerConfig> {
         cors: CorsConfig::default(),
         routes: Vec::new(),
     }]
+}
+
+/// OTS's CoT TLS port in front of its plain one, the zero-config gateway of an OTS host.
+fn default_stream_listeners() -> Vec<StreamListenerConfig> {
+    vec![StreamListenerConfig {
+        name: "cot-tls".to_owned(),
+        listen: SocketAddr::from(([0, 0, 0, 0], 8089)),
+        upstream: "127.0.0.1:8088".to_owned(),
+        mode: StreamMode::Terminate,
+        tls: None,
+        connect_timeout: default_connect_timeout(),
+        idle_timeout: default_idle_timeout(),
+        max_connections: default_max_connections(),
+        max_frame: default_max_frame(),
+        read_buffer: default_read_buffer(),
+        on_malformed: MalformedConfig::Drop,
+        require_cn: true,
+        identity: None,
+    }]
+}
+
+/// OTS's data folder: `$OTS_DATA_FOLDER`, else `~/ots`.
+pub fn ots_data_folder() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OTS_DATA_FOLDER") {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join("ots")
+}
+
+/// The TLS files OTS itself uses on 8089: its server certificate, CA and CRL.
+pub fn ots_stream_tls() -> TlsConfig {
+    let ca = ots_data_folder().join("ca");
+    let server = ca.join("certs").join("opentakserver");
+    TlsConfig {
+        cert: server.join("opentakserver.pem"),
+        key: server.join("opentakserver.nopass.key"),
+        client_ca: Some(ca.join("ca.pem")),
+        crl: Some(ca.join("ca.crl")),
+        client_auth: Some(ClientAuthConfig::Required),
+        versions: default_tls_versions(),
+        handshake_timeout: default_handshake_timeout(),
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -425,7 +576,17 @@ impl Default for Config {
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
             http: default_http_listeners(),
+            stream: default_stream_listeners(),
         }
+    }
+}
+
+mod uri_serde_opt {
+    use http::Uri;
+    use serde::Deserializer;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uri>, D::Error> {
+        super::uri_serde::deserialize(d).map(Some)
     }
 }
 
@@ -461,10 +622,14 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: PathBuf::from("<config>"),
             source: Box::new(source),
         })?;
+        if config.http.is_empty() && config.stream.is_empty() {
+            config.http = default_http_listeners();
+            config.stream = default_stream_listeners();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -477,16 +642,32 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
+        let fix_tls = |tls: &mut TlsConfig| {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            if let Some(ca) = &mut tls.client_ca {
+                fix(ca);
+            }
+            if let Some(crl) = &mut tls.crl {
+                fix(crl);
+            }
+        };
         for l in &mut self.http {
             fix(&mut l.ui_root);
             if let Some(tls) = &mut l.tls {
-                fix(&mut tls.cert);
-                fix(&mut tls.key);
-                if let Some(ca) = &mut tls.client_ca {
-                    fix(ca);
-                }
-                if let Some(crl) = &mut tls.crl {
-                    fix(crl);
+                fix_tls(tls);
+            }
+        }
+        for l in &mut self.stream {
+            if let Some(tls) = &mut l.tls {
+                fix_tls(tls);
+            }
+            if let Some(id) = &mut l.identity {
+                for p in [&mut id.token_file, &mut id.password_file]
+                    .into_iter()
+                    .flatten()
+                {
+                    fix(p);
                 }
             }
         }
@@ -515,7 +696,7 @@ impl Config {
             if l.profile == Profile::Marti
                 && l.tls
                     .as_ref()
-                    .is_none_or(|t| t.client_auth == ClientAuthConfig::None)
+                    .is_none_or(|t| t.client_auth() == ClientAuthConfig::None)
             {
                 out.push(format!(
                     "http[{i}]: profile marti without client certificate verification: \
@@ -542,25 +723,12 @@ impl Config {
         if !self.upstream.health_path.starts_with('/') {
             return Err(invalid("upstream.health_path", "must start with '/'"));
         }
-        if self.http.is_empty() {
-            return Err(invalid("http", "at least one [[http]] listener is needed"));
-        }
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
         addrs.insert(self.admin.listen);
         for (i, l) in self.http.iter().enumerate() {
             let key = format!("http[{i}]");
-            if l.name.is_empty()
-                || !l
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    "must be non-empty letters, digits, '-' or '_' (it is a metric label)",
-                ));
-            }
+            validate_name(&format!("{key}.name"), &l.name)?;
             if !names.insert(l.name.as_str()) {
                 return Err(invalid(
                     format!("{key}.name"),
@@ -574,6 +742,133 @@ impl Config {
                 ));
             }
             l.validate(&key)?;
+        }
+        for (i, l) in self.stream.iter().enumerate() {
+            let key = format!("stream[{i}]");
+            validate_name(&format!("{key}.name"), &l.name)?;
+            if !names.insert(l.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            if l.listen.port() != 0 && !addrs.insert(l.listen) {
+                return Err(invalid(
+                    format!("{key}.listen"),
+                    format!("{} is used twice", l.listen),
+                ));
+            }
+            l.validate(&key)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            key,
+            "must be non-empty letters, digits, '-' or '_' (it is a metric label)",
+        ));
+    }
+    Ok(())
+}
+
+impl StreamListenerConfig {
+    /// The TLS this listener terminates with: its own section, or OTS's files.
+    pub fn effective_tls(&self) -> Option<TlsConfig> {
+        match self.mode {
+            StreamMode::Passthrough => None,
+            _ => Some(self.tls.clone().unwrap_or_else(ots_stream_tls)),
+        }
+    }
+
+    /// Client certificates are required on stream listeners unless said otherwise.
+    pub fn client_auth(tls: &TlsConfig) -> ClientAuthConfig {
+        tls.client_auth.unwrap_or(ClientAuthConfig::Required)
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let (host, port) = self.upstream.rsplit_once(':').ok_or_else(|| {
+            invalid(
+                format!("{key}.upstream"),
+                "must be host:port, e.g. 127.0.0.1:8088",
+            )
+        })?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(invalid(
+                format!("{key}.upstream"),
+                "must be host:port, e.g. 127.0.0.1:8088",
+            ));
+        }
+        if self.mode == StreamMode::Passthrough && self.tls.is_some() {
+            return Err(invalid(
+                format!("{key}.tls"),
+                "passthrough relays the client's TLS to OTS untouched; it takes no [stream.tls]",
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(&format!("{key}.tls"))?;
+            if Self::client_auth(tls) != ClientAuthConfig::None && tls.client_ca.is_none() {
+                return Err(invalid(
+                    format!("{key}.tls.client_ca"),
+                    "stream listeners require client certificates by default; give client_ca \
+                     or set client_auth = \"none\"",
+                ));
+            }
+        }
+        let max_frame = self.max_frame.as_u64();
+        if max_frame < 1024 || max_frame > 64 << 20 {
+            return Err(invalid(
+                format!("{key}.max_frame"),
+                "must be between 1KiB and 64MiB",
+            ));
+        }
+        let read_buffer = self.read_buffer.as_u64();
+        if !(1024..=1 << 20).contains(&read_buffer) {
+            return Err(invalid(
+                format!("{key}.read_buffer"),
+                "must be between 1KiB and 1MiB",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(format!("{key}.max_connections"), "must be > 0"));
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(format!("{key}.{name}"), "must be > 0"));
+            }
+        }
+        if let Some(id) = &self.identity {
+            let key = format!("{key}.identity");
+            if !matches!(self.mode, StreamMode::Terminate | StreamMode::ProxyProtocol) {
+                return Err(invalid(
+                    &key,
+                    "only terminate and proxy-protocol modes see the client certificate",
+                ));
+            }
+            match (&id.token_file, &id.username, &id.password_file) {
+                (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+                _ => {
+                    return Err(invalid(
+                        &key,
+                        "give either token_file, or username and password_file",
+                    ))
+                }
+            }
+            if let Some(api) = &id.api {
+                validate_upstream_uri(&format!("{key}.api"), api)?;
+            }
+            if id.refresh < Duration::from_secs(1) {
+                return Err(invalid(format!("{key}.refresh"), "must be at least 1s"));
+            }
         }
         Ok(())
     }
@@ -648,11 +943,20 @@ impl HttpListenerConfig {
 }
 
 impl TlsConfig {
+    /// The client certificate policy of an `[[http]]` listener.
+    pub fn client_auth(&self) -> ClientAuthConfig {
+        self.client_auth.unwrap_or(ClientAuthConfig::None)
+    }
+
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.versions.is_empty() {
             return Err(invalid(format!("{key}.versions"), "must not be empty"));
         }
-        if self.client_auth != ClientAuthConfig::None && self.client_ca.is_none() {
+        if self
+            .client_auth
+            .is_some_and(|a| a != ClientAuthConfig::None)
+            && self.client_ca.is_none()
+        {
             return Err(invalid(
                 format!("{key}.client_ca"),
                 "client_auth = optional/required needs a client_ca",

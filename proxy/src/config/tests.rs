@@ -208,7 +208,7 @@ fn full_example_parses_every_key() {
     let tls = web_tls.tls.as_ref().unwrap();
     assert_eq!(tls.cert, Path::new("/certs/server.pem"));
     assert_eq!(tls.key, Path::new("/certs/server.key"));
-    assert_eq!(tls.client_auth, ClientAuthConfig::None);
+    assert_eq!(tls.client_auth(), ClientAuthConfig::None);
     assert!(tls.client_ca.is_none());
     assert!(tls.crl.is_none());
     assert_eq!(
@@ -218,14 +218,14 @@ fn full_example_parses_every_key() {
     assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
 
     let marti = c.http[3].tls.as_ref().unwrap();
-    assert_eq!(marti.client_auth, ClientAuthConfig::Required);
+    assert_eq!(marti.client_auth(), ClientAuthConfig::Required);
     assert_eq!(marti.client_ca.as_deref(), Some(Path::new("/certs/ca.pem")));
     assert_eq!(marti.crl.as_deref(), Some(Path::new("/certs/ca.crl")));
     assert_eq!(marti.versions, [TlsVersionConfig::Tls13]);
     assert_eq!(marti.handshake_timeout, Duration::from_secs(20));
 
     let enroll = c.http[4].tls.as_ref().unwrap();
-    assert_eq!(enroll.client_auth, ClientAuthConfig::Optional);
+    assert_eq!(enroll.client_auth(), ClientAuthConfig::Optional);
 }
 
 // === defaults ===
@@ -575,8 +575,29 @@ fn health_path_must_be_absolute() {
 }
 
 #[test]
-fn empty_listener_list_is_rejected() {
-    assert_rejected("http = []\n", &["http"]);
+fn a_file_without_listeners_runs_the_built_in_ones_and_a_file_with_some_runs_only_those() {
+    let builtin = Config::parse("http = []\n").unwrap();
+    assert_eq!(builtin.http.len(), 1);
+    assert_eq!(builtin.stream.len(), 1);
+    assert_eq!(
+        builtin.stream[0].listen,
+        "0.0.0.0:8089".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(builtin.stream[0].upstream, "127.0.0.1:8088");
+    assert_eq!(builtin.stream[0].mode, StreamMode::Terminate);
+
+    let http_only =
+        Config::parse("[[http]]\nname = \"w\"\nlisten = \"127.0.0.1:0\"\nprofile = \"web\"\n")
+            .unwrap();
+    assert_eq!(http_only.http.len(), 1);
+    assert!(http_only.stream.is_empty(), "no CoT listener was asked for");
+
+    let stream_only = Config::parse(
+        "[[stream]]\nname = \"c\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:8088\"\n",
+    )
+    .unwrap();
+    assert!(stream_only.http.is_empty());
+    assert_eq!(stream_only.stream.len(), 1);
 }
 
 #[test]

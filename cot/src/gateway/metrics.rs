@@ -1,0 +1,211 @@
+//! Stream listener metrics, registered on a caller-owned registry. Labels come from closed
+//! sets: listener names from the config, modes, directions, refusal reasons, CoT type classes.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+
+/// Seconds. Sub-millisecond resolution: a relay hop on loopback should cost tens of µs.
+pub const RELAY_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
+];
+
+/// Seconds, for TLS handshakes (RSA on a Raspberry Pi can take tens of ms).
+pub const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Debug)]
+pub struct StreamMetrics {
+    connections_open: IntGaugeVec,
+    connections: IntCounterVec,
+    handshake_seconds: HistogramVec,
+    refused: IntCounterVec,
+    bytes: IntCounterVec,
+    frames: IntCounterVec,
+    frame_errors: IntCounterVec,
+    relay_seconds: HistogramVec,
+    upstream_connect_failures: IntCounterVec,
+    closed: IntCounterVec,
+}
+
+/// Per-listener handles, resolved once so the relay's hot path does no label lookups.
+#[derive(Clone, Debug)]
+pub struct ListenerMetrics {
+    pub listener: String,
+    family: StreamMetrics,
+    pub connections_open: IntGauge,
+    pub connections: IntCounter,
+    pub handshake_seconds: Histogram,
+    pub upstream_connect_failures: IntCounter,
+    pub to_upstream_bytes: IntCounter,
+    pub to_client_bytes: IntCounter,
+    pub relay_seconds: Histogram,
+}
+
+/// Direction of traffic through the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    ToUpstream,
+    ToClient,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ToUpstream => "to_upstream",
+            Direction::ToClient => "to_client",
+        }
+    }
+}
+
+impl StreamMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            connections_open: IntGaugeVec::new(
+                Opts::new(
+                    "takgate_stream_connections_open",
+                    "Client connections open on a stream listener.",
+                ),
+                &["listener", "mode"],
+            )?,
+            connections: IntCounterVec::new(
+                Opts::new(
+                    "takgate_stream_connections_total",
+                    "Client connections accepted by a stream listener.",
+                ),
+                &["listener", "mode"],
+            )?,
+            handshake_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "takgate_stream_tls_handshake_duration_seconds",
+                    "Time to complete a client TLS handshake (successful ones).",
+                )
+                .buckets(HANDSHAKE_BUCKETS.to_vec()),
+                &["listener"],
+            )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "takgate_stream_refused_total",
+                    "Connections refused before relaying: TLS handshake failures and identity \
+                     checks, by reason.",
+                ),
+                &["listener", "reason"],
+            )?,
+            bytes: IntCounterVec::new(
+                Opts::new(
+                    "takgate_stream_bytes_total",
+                    "Bytes relayed by a stream listener, by direction.",
+                ),
+                &["listener", "direction"],
+            )?,
+            frames: IntCounterVec::new(
+                Opts::new(
+                    "takgate_cot_frames_total",
+                    "CoT frames relayed, by direction and type class (first two atoms of the \
+                     CoT type).",
+                ),
+                &["listener", "direction", "class"],
+            )?,
+            frame_errors: IntCounterVec::new(
+                Opts::new(
+                    "takgate_cot_frame_errors_total",
+                    "CoT frames refused (dropped, or the connection closed), by kind.",
+                ),
+                &["listener", "direction", "kind"],
+            )?,
+            relay_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "takgate_cot_relay_latency_seconds",
+                    "From reading the last byte of a client's CoT frame to finishing its write \
+                     upstream.",
+                )
+                .buckets(RELAY_BUCKETS.to_vec()),
+                &["listener"],
+            )?,
+            upstream_connect_failures: IntCounterVec::new(
+                Opts::new(
+                    "takgate_stream_upstream_connect_failures_total",
+                    "Upstream connections that could not be opened (the client was closed).",
+                ),
+                &["listener"],
+            )?,
+            closed: IntCounterVec::new(
+                Opts::new(
+                    "takgate_stream_sessions_closed_total",
+                    "Relayed sessions that ended, by reason.",
+                ),
+                &["listener", "reason"],
+            )?,
+        };
+        registry.register(Box::new(m.connections_open.clone()))?;
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.handshake_seconds.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.frames.clone()))?;
+        registry.register(Box::new(m.frame_errors.clone()))?;
+        registry.register(Box::new(m.relay_seconds.clone()))?;
+        registry.register(Box::new(m.upstream_connect_failures.clone()))?;
+        registry.register(Box::new(m.closed.clone()))?;
+        Ok(m)
+    }
+
+    pub fn listener(&self, listener: &str, mode: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            listener: listener.to_owned(),
+            family: self.clone(),
+            connections_open: self.connections_open.with_label_values(&[listener, mode]),
+            connections: self.connections.with_label_values(&[listener, mode]),
+            handshake_seconds: self.handshake_seconds.with_label_values(&[listener]),
+            upstream_connect_failures: self
+                .upstream_connect_failures
+                .with_label_values(&[listener]),
+            to_upstream_bytes: self
+                .bytes
+                .with_label_values(&[listener, Direction::ToUpstream.as_str()]),
+            to_client_bytes: self
+                .bytes
+                .with_label_values(&[listener, Direction::ToClient.as_str()]),
+            relay_seconds: self.relay_seconds.with_label_values(&[listener]),
+        }
+    }
+}
+
+impl ListenerMetrics {
+    pub fn refused(&self, reason: &'static str) {
+        self.family
+            .refused
+            .with_label_values(&[&self.listener, reason])
+            .inc();
+    }
+
+    pub fn closed(&self, reason: &'static str) {
+        self.family
+            .closed
+            .with_label_values(&[&self.listener, reason])
+            .inc();
+    }
+
+    pub fn frame_counter(&self, direction: Direction, class: &'static str) -> IntCounter {
+        self.family
+            .frames
+            .with_label_values(&[&self.listener, direction.as_str(), class])
+    }
+
+    pub fn frame_error(&self, direction: Direction, kind: &'static str) {
+        self.family
+            .frame_errors
+            .with_label_values(&[&self.listener, direction.as_str(), kind])
+            .inc();
+    }
+
+    pub fn bytes(&self, direction: Direction) -> &IntCounter {
+        match direction {
+            Direction::ToUpstream => &self.to_upstream_bytes,
+            Direction::ToClient => &self.to_client_bytes,
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Stream listeners: accept TAK clients, complete their TLS handshake within a deadline, decide
+//! who may connect, and relay to OTS.
+//!
+//! Modes:
+//! - `terminate`: TLS ends here; CoT is framed and validated on its way to OTS's plain port.
+//! - `passthrough`: the client's TLS bytes go untouched to OTS's own SSL listener.
+//! - `proxy-protocol`: as terminate, with a PROXY v2 header (client address, SSL TLVs, CN) first.
+//! - `raw`: TLS ends here, bytes are relayed unframed (MQTT, RTSP, RTMP).
+
+pub mod metrics;
+mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::framer::FramerConfig;
+use crate::identity::{ActiveUsers, Decision};
+use crate::tls::ReloadableTls;
+
+pub use metrics::{ListenerMetrics, StreamMetrics};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Terminate,
+    Passthrough,
+    ProxyProtocol,
+    Raw,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Terminate => "terminate",
+            Mode::Passthrough => "passthrough",
+            Mode::ProxyProtocol => "proxy-protocol",
+            Mode::Raw => "raw",
+        }
+    }
+
+    /// Whether the client's CoT is framed and validated on the way.
+    fn framed(self) -> bool {
+        matches!(self, Mode::Terminate | Mode::ProxyProtocol)
+    }
+}
+
+/// One stream listener's settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub name: String,
+    /// `host:port`, resolved at each connect.
+    pub upstream: String,
+    pub mode: Mode,
+    /// Required except in passthrough mode.
+    pub tls: Option<Arc<ReloadableTls>>,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A session with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// Bytes read from a socket at a time, per direction: with the framer's bound, this is
+    /// what one connection can hold in memory.
+    pub read_buffer: usize,
+    pub framer: FramerConfig,
+    /// Refuse client certificates without a subject CN (there is no `<auth>` fallback once
+    /// TLS ends here).
+    pub require_cn: bool,
+    /// Check the CN against OTS's active users, and close sessions of users who become inactive.
+    pub identity: Option<ActiveUsers>,
+}
+
+/// A stream listener, shared by its connections.
+#[derive(Debug)]
+pub struct Gateway {
+    config: GatewayConfig,
+    metrics: ListenerMetrics,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Who the client is, once its handshake is done.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Peer {
+    pub addr: Option<SocketAddr>,
+    pub cn: Option<String>,
+    pub tls_version: Option<&'static str>,
+    pub cipher: Option<String>,
+    pub cert_presented: bool,
+}
+
+impl Gateway {
+    pub fn new(
+        config: GatewayConfig,
+        metrics: &StreamMetrics,
+        stop: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        let metrics = metrics.listener(&config.name, config.mode.as_str());
+        Self {
+            config,
+            metrics,
+            stop,
+            tracker,
+        }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Accepts until stopped; each connection runs on a tracked task.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let permits = Arc::new(Semaphore::new(self.config.max_connections));
+        loop {
+            // A permit before accepting: excess clients wait in the kernel's queue.
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                () = self.stop.cancelled() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                res = listener.accept() => match res {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(listener = %self.config.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = self.stop.cancelled() => return,
+            };
+            let gw = self.clone();
+            self.tracker.spawn(async move {
+                let _permit = permit;
+                gw.metrics.connections.inc();
+                gw.metrics.connections_open.inc();
+                gw.connection(stream, peer).await;
+                gw.metrics.connections_open.dec();
+            });
+        }
+    }
+
+    async fn connection(&self, stream: TcpStream, addr: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let name = &self.config.name;
+        if self.config.mode == Mode::Passthrough {
+            let Some(upstream) = self.connect_upstream(addr).await else {
+                return;
+            };
+            let reason = relay::copy(self, stream, upstream).await;
+            self.metrics.closed(reason);
+            return;
+        }
+        let Some(acceptor) = self.config.tls.as_ref().and_then(|t| t.acceptor()) else {
+            self.metrics.refused("tls_not_ready");
+            tracing::debug!(listener = %name, client = %addr, "TLS files not loaded yet; closing");
+            return;
+        };
+        let started = tokio::time::Instant::now();
+        let tls = match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(stream))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let reason = handshake_failure(&e);
+                self.metrics.refused(reason);
+                tracing::info!(listener = %name, client = %addr, reason, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.metrics.refused("timeout");
+                tracing::info!(listener = %name, client = %addr, "TLS handshake timed out");
+                return;
+            }
+        };
+        self.metrics
+            .handshake_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let peer = peer_of(addr, tls.get_ref().1);
+        if self.config.mode.framed() {
+            if let Err(reason) = self.admit(&peer).await {
+                self.metrics.refused(reason);
+                tracing::info!(listener = %name, client = %addr, cn = ?peer.cn, reason, "connection refused");
+                return;
+            }
+        }
+        let Some(mut upstream) = self.connect_upstream(addr).await else {
+            return;
+        };
+        if self.config.mode == Mode::ProxyProtocol {
+            if let Err(e) = relay::send_proxy_header(&mut upstream, &peer).await {
+                self.metrics.upstream_connect_failures.inc();
+                tracing::warn!(listener = %name, error = %e, "writing the PROXY header");
+                return;
+            }
+        }
+        tracing::debug!(listener = %name, client = %addr, cn = ?peer.cn, "session started");
+        let reason = if self.config.mode.framed() {
+            relay::framed(self, tls, upstream, &peer).await
+        } else {
+            relay::copy(self, tls, upstream).await
+        };
+        self.metrics.closed(reason);
+        tracing::debug!(listener = %name, client = %addr, reason, "session ended");
+    }
+
+    /// The identity decision, as OTS's own SSL listener makes it, and stricter.
+    async fn admit(&self, peer: &Peer) -> Result<(), &'static str> {
+        let needs_cn = self.config.require_cn || self.config.identity.is_some();
+        let Some(cn) = peer.cn.as_deref() else {
+            return if needs_cn && peer.cert_presented {
+                Err("no_cn")
+            } else if needs_cn {
+                Err("no_cert")
+            } else {
+                Ok(())
+            };
+        };
+        let Some(users) = &self.config.identity else {
+            return Ok(());
+        };
+        match users.check(cn).await {
+            Decision::Allowed => Ok(()),
+            Decision::Inactive => Err("inactive_user"),
+            Decision::Unknown => Err("unknown_user"),
+            Decision::Unavailable => Err("identity_unavailable"),
+        }
+    }
+
+    async fn connect_upstream(&self, client: SocketAddr) -> Option<TcpStream> {
+        let target = &self.config.upstream;
+        match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(target)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Some(s)
+            }
+            Ok(Err(e)) => {
+                self.metrics.upstream_connect_failures.inc();
+                tracing::warn!(listener = %self.config.name, client = %client, upstream = %target, error = %e, "upstream connect failed; closing the client");
+                None
+            }
+            Err(_) => {
+                self.metrics.upstream_connect_failures.inc();
+                tracing::warn!(listener = %self.config.name, client = %client, upstream = %target, "upstream connect timed out; closing the client");
+                None
+            }
+        }
+    }
+}
+
+fn peer_of(addr: SocketAddr, conn: &rustls::ServerConnection) -> Peer {
+    let leaf = crate::tls::peer_leaf(conn);
+    Peer {
+        addr: Some(addr),
+        cn: leaf.and_then(|der| common_name(der)),
+        tls_version: conn.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "unknown",
+        }),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite())),
+        cert_presented: leaf.is_some(),
+    }
+}
+
+/// The subject's common name, if the certificate has exactly one readable CN.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut cns = cert.subject().iter_common_name();
+    let cn = cns.next()?.as_str().ok()?.to_owned();
+    // Two CNs make "who is this" ambiguous; OTS would take one, takgate takes neither.
+    if cns.next().is_some() || cn.is_empty() {
+        return None;
+    }
+    Some(cn)
+}
+
+/// A bounded label for why a handshake failed.
+fn handshake_failure(err: &std::io::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return "io";
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_cert",
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "unknown_ca",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::Revoked => "revoked",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_key_usage",
+            _ => "bad_cert",
+        },
+        _ => "protocol",
+    }
+}
