@@ -2,5 +2,9 @@
 //!
 //! Layout:
 //! - `tls`: PEM loading, server configs with client auth, reload, client-cert escaping.
+//! - `proxy_protocol`: PROXY v2 headers carrying the client's address and certificate CN.
+//! - `identity`: whether a certificate's CN is an active OTS user, kept current from OTS's API.
 
+pub mod identity;
+pub mod proxy_protocol;
 pub mod tls;
