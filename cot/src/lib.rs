@@ -5,6 +5,8 @@
 //! - `proxy_protocol`: PROXY v2 headers carrying the client's address and certificate CN.
 //! - `identity`: whether a certificate's CN is an active OTS user, kept current from OTS's API.
 
+pub mod framer;
+pub mod gateway;
 pub mod identity;
 pub mod proxy_protocol;
 pub mod tls;
