@@ -822,7 +822,7 @@ impl StreamListenerConfig {
             }
         }
         let max_frame = self.max_frame.as_u64();
-        if max_frame < 1024 || max_frame > 64 << 20 {
+        if !(1024..=64 << 20).contains(&max_frame) {
             return Err(invalid(
                 format!("{key}.max_frame"),
                 "must be between 1KiB and 64MiB",
