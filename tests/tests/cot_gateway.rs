@@ -571,3 +571,88 @@ async fn idle_sessions_are_closed_and_the_connection_limit_holds() {
     let mut upstream2 = s.up.accept().await;
     assert_eq!(read_n(&mut upstream2, PING.len()).await, PING);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tak_protocol_v1_frames_flow_once_negotiated() {
+    let s = setup("terminate", "").await;
+    let eud = s.pki.issue_client("eud1");
+    let mut client = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud))
+        .await
+        .unwrap();
+    let event = |cot_type: &str, detail: &str| {
+        format!(
+            "<event version=\"2.0\" uid=\"proto-1\" type=\"{cot_type}\" how=\"m-g\" \
+             time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" stale=\"2026-11-26T10:01:00Z\">\
+             <point lat=\"0\" lon=\"0\" hae=\"0\" ce=\"9999999\" le=\"9999999\"/><detail>{detail}</detail></event>"
+        )
+        .into_bytes()
+    };
+    let request = event(
+        "t-x-takp-q",
+        "<TakControl><TakRequest version=\"1\"/></TakControl>",
+    );
+    let response = event(
+        "t-x-takp-r",
+        "<TakControl><TakResponse status=\"true\"/></TakControl>",
+    );
+    within(client.write_all(&request)).await.unwrap();
+    let mut upstream = s.up.accept().await;
+    assert_eq!(read_n(&mut upstream, request.len()).await, request);
+    within(upstream.write_all(&response)).await.unwrap();
+    assert_eq!(read_n(&mut client, response.len()).await, response);
+    // From here on both sides speak TAK protocol v1: 0xbf, varint length, protobuf payload.
+    let mut frame = vec![0xbf, 5];
+    frame.extend_from_slice(b"\x0a\x03abc");
+    within(client.write_all(&frame)).await.unwrap();
+    assert_eq!(read_n(&mut upstream, frame.len()).await, frame);
+    within(upstream.write_all(&frame)).await.unwrap();
+    assert_eq!(read_n(&mut client, frame.len()).await, frame);
+    s.proxy
+        .wait_metric(
+            "takgate_cot_frames_total",
+            &[("direction", "to_upstream")],
+            2.0,
+        )
+        .await;
+    assert_eq!(s.proxy.metric("takgate_cot_frame_errors_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_ots_cannot_be_asked_fail_closed_refuses_and_says_why() {
+    let pki = TestPki::new();
+    let up = CotUpstream::start().await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "admin-token").unwrap();
+    let extra = format!(
+        "[stream.identity]\ntoken_file = \"{}\"\non_unavailable = \"fail-closed\"\n",
+        token.display()
+    );
+    let config = format!(
+        "{}\n{}",
+        base_config(&format!("http://{dead_addr}")),
+        stream_config("cot", up.addr, "terminate", &pki, "")
+            .replace("[stream.tls]", &format!("{extra}[stream.tls]"))
+    );
+    let proxy = TestProxy::start(&config).await;
+    let alice = pki.issue_client("alice");
+    if let Ok(mut tls) = tls_connect(proxy.stream("cot"), &pki, Some(&alice)).await {
+        assert!(closed(&mut tls).await);
+    }
+    proxy
+        .wait_metric(
+            "takgate_stream_refused_total",
+            &[("reason", "identity_unavailable")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        proxy.metric("takgate_identity_loaded", &[("listener", "cot")]),
+        0.0
+    );
+    assert!(proxy.metric("takgate_identity_refresh_failures_total", &[]) >= 1.0);
+    assert!(up.try_accept().await.is_none());
+}
