@@ -926,7 +926,7 @@ impl HttpListenerConfig {
         if self.max_body.as_u64() == 0 {
             return Err(invalid(format!("{key}.max_body"), "must be > 0"));
         }
-        // hyper cannot read a request head in a buffer smaller than 8 KiB.
+        // Under 8 KiB, a browser with OTS's session and XSRF cookies can already be refused.
         in_range(
             key,
             "max_header_bytes",
