@@ -1,6 +1,6 @@
 """Offline checks of rendered manifests: what kubernetes-validate's CLI and checkov leave out.
 
-Usage: k8s_check.py K8S_VERSION RENDERED.yaml [--external-secret NAME=KEY,KEY...]...
+Usage: k8s_check.py K8S_VERSION RENDERED.yaml [MORE.yaml...] [--external-secret NAME=KEY,KEY...]...
 
 1. Strict schema of every object for the given Kubernetes minor version (kubernetes-validate's
    bundled schemas), reporting every error, not only the first; an object without a schema is
@@ -12,8 +12,8 @@ Usage: k8s_check.py K8S_VERSION RENDERED.yaml [--external-secret NAME=KEY,KEY...
    clashes, duplicate port names, selectors vs. template labels, image tags, resources,
    securityContext, probes, recommended labels.
 4. References between objects: Service selectors and target ports, probe ports, volumes,
-   ConfigMaps and Secrets (Secrets created outside the kustomization by deploy/secrets are
-   given with --external-secret), ServiceMonitor selector and port, prometheus.io/port,
+   ConfigMaps and Secrets (the Secret that deploy/secrets creates outside the kustomization is
+   passed as a second file, or named with --external-secret), ServiceMonitor selector and port, prometheus.io/port,
    NetworkPolicy ports (every port a Service routes to must be let in), PDB selectors, and
    takgate's admin port never on a NodePort Service.
 
@@ -437,7 +437,7 @@ def allowed_by_netpol(objs, workload, port):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("version")
-    ap.add_argument("rendered")
+    ap.add_argument("rendered", nargs="+")
     ap.add_argument("--namespace", default="tak")
     ap.add_argument("--external-secret", action="append", default=[])
     a = ap.parse_args()
@@ -445,8 +445,16 @@ def main():
     for spec in a.external_secret:
         name, _, keys = spec.partition("=")
         external[name] = {k for k in keys.split(",") if k}
-    with open(a.rendered, encoding="utf-8") as f:
-        objs = [d for d in yaml.safe_load_all(f) if d]
+    objs = []
+    for path in a.rendered:
+        with open(path, encoding="utf-8") as f:
+            objs += [d for d in yaml.safe_load_all(f) if d]
+    seen = set()
+    for o in objs:
+        key = (o.get("apiVersion"), o.get("kind"), o.get("metadata", {}).get("name"))
+        if key in seen:
+            err(o, "defined twice")
+        seen.add(key)
     models = crd_models()
     for o in objs:
         try:
@@ -460,8 +468,8 @@ def main():
         check_object(o, a.namespace)
     check_refs(objs, external)
     for e in ERRORS:
-        print(f"ERROR {a.rendered}: {e}")
-    print(f"k8s_check: {a.rendered}: {len(objs)} objects, {len(ERRORS)} errors")
+        print(f"ERROR {a.rendered[0]}: {e}")
+    print(f"k8s_check: {' + '.join(a.rendered)}: {len(objs)} objects, {len(ERRORS)} errors")
     return 1 if ERRORS else 0
 
 
