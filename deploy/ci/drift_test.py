@@ -423,6 +423,9 @@ def wait_received(sink, needle, seconds=5):
 
 def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
     name = f"containerPort {decl.get('name')}={port} ({kind} {item['name']})"
+    if item["name"] not in bound:
+        fail(f"{name}: takgate did not bind this listener (--bound-addrs lists {sorted(bound)})")
+        return
     addr = bound[item["name"]]
     try:
         if kind == "admin":
