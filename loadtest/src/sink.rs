@@ -172,7 +172,8 @@ impl Sink {
         })
     }
 
-    /// Stops accepting, closes every connection, and returns what was seen.
+    /// Stops accepting and returns what was seen once every connection has ended: at its
+    /// client's close, or at most two seconds later.
     pub async fn shutdown(self) -> SinkSummary {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -216,6 +217,7 @@ async fn accept_loop(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     conn: Conn,
 ) {
+    use futures_util::FutureExt as _;
     let mut stop = conn.stop.clone();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -225,32 +227,53 @@ async fn accept_loop(
             // Reap finished connection tasks as we go.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
-        let Ok((tcp, _)) = accepted else {
+        match accepted {
+            Ok((tcp, _)) => spawn_conn(&mut tasks, tcp, acceptor.clone(), &conn),
             // Out of file descriptors and the like: try again shortly rather than spin.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let c = Conn {
-            stats: conn.stats.clone(),
-            mode: conn.mode,
-            stop: conn.stop.clone(),
-            big: conn.big.clone(),
-        };
-        let acceptor = acceptor.clone();
-        tasks.spawn(async move {
-            add(&c.stats.connections, 1);
-            add(&c.stats.open, 1);
-            let mut stop = c.stop.clone();
-            tokio::select! {
-                _ = serve(tcp, acceptor, &c) => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-            c.stats.open.fetch_sub(1, Ordering::Relaxed);
-        });
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
     }
-    tasks.abort_all();
+    // Connections the kernel has already completed are served too, so that what a client
+    // sent before it closed is counted.
+    while let Some(Ok((tcp, _))) = listener.accept().now_or_never() {
+        spawn_conn(&mut tasks, tcp, acceptor.clone(), &conn);
+    }
+    drop(listener);
+    // Each connection ends at its peer's close, or SHUTDOWN_GRACE after the stop.
     while tasks.join_next().await.is_some() {}
+}
+
+/// How long connections may go on after the sink is stopped (to read what their clients
+/// sent before closing).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+fn spawn_conn(
+    tasks: &mut tokio::task::JoinSet<()>,
+    tcp: tokio::net::TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    conn: &Conn,
+) {
+    let _ = tcp.set_nodelay(true);
+    let c = Conn {
+        stats: conn.stats.clone(),
+        mode: conn.mode,
+        stop: conn.stop.clone(),
+        big: conn.big.clone(),
+    };
+    add(&c.stats.connections, 1);
+    add(&c.stats.open, 1);
+    tasks.spawn(async move {
+        let mut stop = c.stop.clone();
+        let grace = async {
+            let _ = stop.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            _ = serve(tcp, acceptor, &c) => {}
+            _ = grace => {}
+        }
+        c.stats.open.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 async fn serve(tcp: tokio::net::TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>, c: &Conn) {
