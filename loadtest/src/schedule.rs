@@ -149,6 +149,11 @@ const SPIN_WINDOW: Duration = Duration::from_millis(1);
 /// without, tokio's timer may be up to a millisecond late, which the latency from the
 /// intended start then includes and the latency from the actual send does not.
 pub async fn wait_until(t: Instant, spin: bool) {
+    // A deadline already passed (always, at `max`) must not wait for the timer's next tick,
+    // which tokio's sleep would.
+    if Instant::now() >= t {
+        return;
+    }
     if !spin {
         tokio::time::sleep_until(t).await;
         return;

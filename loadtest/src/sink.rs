@@ -131,9 +131,7 @@ impl Sink {
             }
         };
         let acceptor = tls_acceptor(args)?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
+        let listener = bind(listen).with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(SinkStats::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -179,6 +177,21 @@ impl Sink {
         let _ = self.task.await;
         self.stats.summary()
     }
+}
+
+/// Listen backlog: std's (and so tokio's) default of 128 overflows when hundreds of clients
+/// connect at once, and each overflow costs a client a one-second SYN retransmission.
+const BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 fn tls_acceptor(args: &SinkArgs) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
