@@ -379,6 +379,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_passed_deadline_does_not_wait_for_the_timer() {
+        use futures_util::FutureExt as _;
+        // At `max` every slot is due the moment it is claimed. tokio rounds a sleep's deadline
+        // up to its next millisecond tick, so sleeping until "now" would idle for up to 1 ms
+        // per operation; wait_until must return at once.
+        for spin in [false, true] {
+            assert_eq!(wait_until(Instant::now(), spin).now_or_never(), Some(()));
+            let past = Instant::now() - Duration::from_millis(5);
+            assert_eq!(wait_until(past, spin).now_or_never(), Some(()));
+        }
+    }
+
+    #[tokio::test]
     async fn spin_waits_until_the_deadline() {
         let t = Instant::now() + Duration::from_millis(3);
         wait_until(t, true).await;
