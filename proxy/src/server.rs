@@ -147,6 +147,9 @@ async fn serve_http1<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // max_buf_size alone only bounds a head that arrives over several reads: one that comes
+        // in a single read is parsed whole, however long. max_header_size is the hard limit.
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     let conn = builder
