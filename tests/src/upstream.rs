@@ -35,6 +35,8 @@ struct State {
     held: Notify,
     /// Bytes received by `/upload` (counted, not stored).
     uploaded: Mutex<Vec<u64>>,
+    /// `/upload` bodies that ended in an error rather than at their end: cut by takgate.
+    broken_uploads: Mutex<u64>,
     /// What `/api/users/all` answers: OTS's user list, `(username, active)`.
     users: Mutex<Vec<(String, bool)>>,
 }
@@ -134,6 +136,12 @@ impl FakeUpstream {
     pub fn uploaded(&self) -> Vec<u64> {
         self.state.uploaded.lock().expect("lock").clone()
     }
+
+    /// How many `/upload` bodies broke off (an error instead of their end), so a test can tell
+    /// a request OTS would have processed from one it would have failed.
+    pub fn broken_uploads(&self) -> u64 {
+        *self.state.broken_uploads.lock().expect("lock")
+    }
 }
 
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -204,7 +212,10 @@ async fn handle(
             while let Some(frame) = body.frame().await {
                 match frame {
                     Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
-                    Err(_) => break,
+                    Err(_) => {
+                        *state.broken_uploads.lock().expect("lock") += 1;
+                        break;
+                    }
                 }
             }
             state.uploaded.lock().expect("lock").push(n);
