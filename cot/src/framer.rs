@@ -337,6 +337,8 @@ pub enum Reason {
     MisplacedDecl,
     #[error("reference to undeclared entity &{0};")]
     UnknownEntity(String),
+    #[error("control character {0:#04x} is not allowed in XML")]
+    ControlChar(u8),
     #[error("frame longer than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("protobuf frame starts with {0:#04x}, not 0xbf")]
@@ -845,6 +847,18 @@ impl XmlState {
         };
         let origin = start.saturating_add(bom);
         let index = |pos: u64| origin.saturating_add(usize::try_from(pos).unwrap_or(usize::MAX));
+        // XML 1.0 §2.2 allows no C0 control but tab, LF and CR, even as raw bytes; quick-xml
+        // refuses `&#0;` but lets a raw NUL through, which OTS's parser would then choke on.
+        if let Some(at) = batch
+            .iter()
+            .position(|&b| b < 0x20 && !is_xml_whitespace(b))
+        {
+            let byte = batch.get(at).copied().unwrap_or_default();
+            return Err(Fault::new(
+                start.saturating_add(at),
+                Reason::ControlChar(byte),
+            ));
+        }
 
         let mut reader = Reader::from_reader(batch);
         let config = reader.config_mut();

@@ -37,8 +37,13 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The client stopped sending its body, or sent a broken one.
     DownstreamBody,
-    /// A request takgate cannot express upstream (bad URI or header).
+    /// A request takgate cannot express upstream, or refuses to act on (bad path, Host or
+    /// request target).
     BadRequest,
+    /// The request target is longer than takgate accepts (414).
+    UriTooLong,
+    /// A transfer coding other than `chunked` (501, RFC 9112 §6.1).
+    TransferEncoding,
     /// A bug or resource failure inside takgate.
     Internal,
 }
@@ -50,9 +55,11 @@ impl ErrorKind {
             | ErrorKind::UpstreamConnectTimeout
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamProtocol => Side::Upstream,
-            ErrorKind::BodyTooLarge | ErrorKind::DownstreamBody | ErrorKind::BadRequest => {
-                Side::Downstream
-            }
+            ErrorKind::BodyTooLarge
+            | ErrorKind::DownstreamBody
+            | ErrorKind::BadRequest
+            | ErrorKind::UriTooLong
+            | ErrorKind::TransferEncoding => Side::Downstream,
             ErrorKind::Internal => Side::Internal,
         }
     }
@@ -65,6 +72,8 @@ impl ErrorKind {
             }
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::DownstreamBody | ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::TransferEncoding => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +87,8 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::DownstreamBody => "body",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::UriTooLong => "uri_too_long",
+            ErrorKind::TransferEncoding => "transfer_encoding",
             ErrorKind::Internal => "internal",
         }
     }
@@ -91,6 +102,8 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "request body too large",
             ErrorKind::DownstreamBody => "request body incomplete",
             ErrorKind::BadRequest => "bad request",
+            ErrorKind::UriTooLong => "request target too long",
+            ErrorKind::TransferEncoding => "transfer coding not implemented",
             ErrorKind::Internal => "internal error",
         }
     }

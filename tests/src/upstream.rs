@@ -35,6 +35,10 @@ struct State {
     held: Notify,
     /// Bytes received by `/upload` (counted, not stored).
     uploaded: Mutex<Vec<u64>>,
+    /// `/upload` bodies that ended in an error rather than at their end: cut by takgate.
+    broken_uploads: Mutex<u64>,
+    /// Cancelled by [`FakeUpstream::stop`]: the accept loop and every connection end.
+    stop: tokio_util::sync::CancellationToken,
     /// What `/api/users/all` answers: OTS's user list, `(username, active)`.
     users: Mutex<Vec<(String, bool)>>,
 }
@@ -64,37 +68,60 @@ impl FakeUpstream {
         Self::serve_with(listener, Some(tls))
     }
 
+    /// Binds `addr` (say, the port of a stopped upstream: OTS coming back) and serves on it.
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind");
+        Self::serve(listener)
+    }
+
+    /// Stops as a process exit would: no more accepts, every open connection closed.
+    pub fn stop(&self) {
+        self.state.stop.cancel();
+    }
+
     fn serve_with(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State::default());
         let st = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = st.stop.cancelled() => return,
+                };
+                let Ok((stream, _)) = accepted else {
                     return;
                 };
                 let st = st.clone();
                 let tls = tls.clone();
+                let stop = st.stop.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
                     let builder = hyper::server::conn::http1::Builder::new();
-                    let _ = match tls {
-                        None => {
-                            builder
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .with_upgrades()
-                                .await
-                        }
-                        Some(tls) => {
-                            let Ok(stream) = tls.accept(stream).await else {
-                                return;
-                            };
-                            builder
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .with_upgrades()
-                                .await
+                    let serve = async move {
+                        match tls {
+                            None => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .with_upgrades()
+                                    .await
+                            }
+                            Some(tls) => {
+                                let Ok(stream) = tls.accept(stream).await else {
+                                    return Ok(());
+                                };
+                                builder
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .with_upgrades()
+                                    .await
+                            }
                         }
                     };
+                    // Dropping the connection closes it, as the end of a process would.
+                    tokio::select! {
+                        _ = serve => {}
+                        () = stop.cancelled() => {}
+                    }
                 });
             }
         });
@@ -133,6 +160,12 @@ impl FakeUpstream {
 
     pub fn uploaded(&self) -> Vec<u64> {
         self.state.uploaded.lock().expect("lock").clone()
+    }
+
+    /// How many `/upload` bodies broke off (an error instead of their end), so a test can tell
+    /// a request OTS would have processed from one it would have failed.
+    pub fn broken_uploads(&self) -> u64 {
+        *self.state.broken_uploads.lock().expect("lock")
     }
 }
 
@@ -204,7 +237,10 @@ async fn handle(
             while let Some(frame) = body.frame().await {
                 match frame {
                     Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
-                    Err(_) => break,
+                    Err(_) => {
+                        *state.broken_uploads.lock().expect("lock") += 1;
+                        break;
+                    }
                 }
             }
             state.uploaded.lock().expect("lock").push(n);

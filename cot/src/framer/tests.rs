@@ -454,6 +454,36 @@ fn doctype_is_refused_anywhere() {
 }
 
 #[test]
+fn raw_control_characters_are_malformed_but_tab_cr_lf_are_not() {
+    for input in [
+        &b"<event type='a-f'><detail>\x00</detail></event>"[..],
+        b"<event type='a-f' uid='a\x01b'/>",
+        b"<event type='a-f'><!-- \x1b[2J --></event>",
+        b"<event type='a-f'><![CDATA[\x08]]></event>",
+    ] {
+        let err = first_error(input, MalformedPolicy::Drop);
+        assert!(
+            matches!(err.reason(), Reason::ControlChar(_)),
+            "{}: {err}",
+            String::from_utf8_lossy(input)
+        );
+        assert_eq!(err.kind(), FrameErrorKind::Malformed);
+        let at = input.iter().position(|&b| b < 0x20).unwrap() as u64;
+        assert_eq!(err.offset(), at);
+    }
+    // Between prolog and root the scanner already refuses anything but whitespace.
+    let prolog = first_error(b"<?xml version='1.0'?>\x0c<event/>", MalformedPolicy::Drop);
+    assert_eq!(prolog.kind(), FrameErrorKind::Malformed);
+    let fine = b"<event type='a-f'>\t<detail>a\r\nb</detail>\n</event>";
+    for size in [1, 3, fine.len()] {
+        assert_eq!(
+            run_chunked(fine, size, DEFAULT_MAX_FRAME, MalformedPolicy::Close),
+            vec![frame_outcome(fine, FrameKind::Event, "a-f")]
+        );
+    }
+}
+
+#[test]
 fn billion_laughs_is_a_doctype_error_not_an_expansion() {
     let mut bomb =
         String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n");

@@ -189,13 +189,18 @@ async fn pump<R, W>(
     direction: Direction,
     mut reader: R,
     mut writer: W,
-    mut framer: Option<Framer>,
+    framer: Option<Framer>,
 ) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let metrics = &gw.metrics;
+    let mut framer = framer.map(|framer| Unfinished {
+        framer,
+        metrics,
+        direction,
+    });
     let bytes = metrics.bytes(direction).clone();
     let mut frames = FrameCounters::default();
     let mut buf = vec![0u8; gw.config.read_buffer];
@@ -223,7 +228,7 @@ where
         };
         session.touch();
         bytes.inc_by(n as u64);
-        let Some(framer) = framer.as_mut() else {
+        let Some(Unfinished { framer, .. }) = framer.as_mut() else {
             if writer.write_all(&buf[..n]).await.is_err() {
                 return End::Io;
             }
@@ -268,6 +273,25 @@ where
                     .relay_seconds
                     .observe(read_at.elapsed().as_secs_f64());
             }
+        }
+    }
+}
+
+/// A direction's framer. When the session ends, however it ends (end of stream, idle, shutdown,
+/// an error), a frame the peer began and never finished is counted as `truncated`: its bytes are
+/// never relayed, and nothing else would say so.
+struct Unfinished<'a> {
+    framer: Framer,
+    metrics: &'a super::ListenerMetrics,
+    direction: Direction,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        // After `next_frame` returned `Ok(None)` the framer holds only a frame in progress
+        // (whitespace between frames is dropped, and a failed stream holds nothing).
+        if self.framer.buffered_len() > 0 {
+            self.metrics.frame_error(self.direction, "truncated");
         }
     }
 }

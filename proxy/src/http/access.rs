@@ -13,7 +13,9 @@ use http::{Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::Instant;
 
+use crate::error::ErrorKind;
 use crate::http::body::{Body, BoxError};
+use crate::http::forward;
 use crate::http::router::RouteClass;
 use crate::metrics::{GaugeGuard, HttpMetrics};
 
@@ -68,7 +70,12 @@ impl http_body::Body for Logged {
                     this.bytes += data.len() as u64;
                 }
             }
-            Poll::Ready(Some(Err(e))) => this.error = Some(e.to_string()),
+            Poll::Ready(Some(Err(e))) => {
+                if this.error.is_none() {
+                    this.count_broken_body(e.as_ref());
+                }
+                this.error = Some(e.to_string());
+            }
             Poll::Ready(None) => this.finish(),
             Poll::Pending => {}
         }
@@ -85,6 +92,23 @@ impl http_body::Body for Logged {
 }
 
 impl Logged {
+    /// A body that breaks off after its head went out is a failed request its status class
+    /// cannot show (the client saw 200): count it by what broke. A proxied body breaks because
+    /// the upstream went silent (`response_timeout`) or closed or broke its stream (`protocol`).
+    fn count_broken_body(&self, err: &(dyn std::error::Error + 'static)) {
+        let Some(r) = &self.record else {
+            return;
+        };
+        let kind = if r.upstream_time.is_none() {
+            ErrorKind::Internal
+        } else if forward::is_idle_timeout(err) {
+            ErrorKind::UpstreamTimeout
+        } else {
+            ErrorKind::UpstreamProtocol
+        };
+        r.metrics.proxy_error(&r.listener, r.route, kind);
+    }
+
     fn finish(&mut self) {
         let Some(r) = self.record.take() else {
             return;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::body::{Body, BoxError, IdleTimedOut, IdleTimeout};
+use crate::http::head;
 use crate::http::router::{HostHeader, ProxyRoute, Upstream};
 use http_body_util::BodyExt;
 
@@ -211,15 +212,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The Host sent upstream (see [`HostHeader`]).
 fn host_header(client_host: &str, rule: HostHeader) -> Result<HeaderValue, BoxError> {
-    let authority: Authority = client_host.parse()?;
-    // RFC 9110 §7.2: Host is uri-host [":" port]; no userinfo, and a port that is a port.
-    let port_ok = match authority.as_str().rsplit_once(':') {
-        Some((_, p)) if !p.contains(']') => p.parse::<u16>().is_ok(),
-        _ => true,
-    };
-    if authority.as_str().contains('@') || !port_ok {
-        return Err(format!("invalid Host {client_host:?}").into());
-    }
+    let authority = head::parse_host(client_host)?;
     let value = match rule {
         HostHeader::DefaultPort(port) if authority.port().is_none() => {
             HeaderValue::try_from(format!("{}:{port}", authority.host()))?

@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - `service`: one listener's request handling, from CORS to the answer.
+//! - `head`: request-head rules hyper leaves to the server (Host, absolute-form, codings).
 //! - `path`: request paths normalised before routing.
 //! - `router`: the nginx `location` blocks of each profile.
 //! - `forward`: the header contract, the upstream pools, error classification.
@@ -15,6 +16,7 @@ pub mod access;
 pub mod body;
 pub mod cors;
 pub mod forward;
+pub mod head;
 pub mod path;
 pub mod router;
 pub mod service;

@@ -20,6 +20,7 @@ use crate::http::access::{Logged, RequestRecord};
 use crate::http::body::{self, Body};
 use crate::http::cors::{CorsPolicy, Decision};
 use crate::http::forward::{self, ClientInfo, Forwarder};
+use crate::http::head;
 use crate::http::path;
 use crate::http::router::{Action, ProxyRoute, RouteClass, Router};
 use crate::http::static_files::StaticFiles;
@@ -140,13 +141,8 @@ impl HttpService {
     }
 
     async fn answer(&self, client: &ClientInfo, mut req: Request<Incoming>) -> Answer {
-        match path::normalize(req.uri().path()) {
-            Ok(Cow::Borrowed(_)) => {}
-            Ok(Cow::Owned(normal)) => match path::with_path(req.uri(), &normal) {
-                Ok(uri) => *req.uri_mut() = uri,
-                Err(_) => return Answer::local(bad_request(), RouteClass::Static),
-            },
-            Err(_) => return Answer::local(bad_request(), RouteClass::Static),
+        if let Err(e) = head::canonicalize(&mut req).and_then(|()| normalize_path(&mut req)) {
+            return self.refuse(client, req.uri().path(), &e);
         }
         let upgrade = upgrade::websocket_upgrade(req.method(), req.headers());
         let action = self.router.route(req.uri().path()).clone();
@@ -250,6 +246,22 @@ impl HttpService {
         })
     }
 
+    /// Answers a request takgate will not act on: counted, and the connection closed after the
+    /// answer, since a client that sends such heads may also mean its next bytes another way.
+    fn refuse(&self, client: &ClientInfo, path: &str, e: &ProxyError) -> Answer {
+        let route = match self.router.route(path) {
+            Action::Proxy(r) => r.class,
+            _ => RouteClass::Static,
+        };
+        self.metrics.proxy_error(&self.name, route, e.kind);
+        tracing::debug!(listener = %self.name, client = %client.peer, route = route.as_str(), error = %e, "request refused");
+        let mut response = e.to_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Answer::local(response, route)
+    }
+
     /// nginx's `return 301 https://$host$request_uri`.
     fn redirect(&self, parts: &http::request::Parts, https_port: u16) -> Response<Body> {
         let host = parts
@@ -284,16 +296,14 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn bad_request() -> Response<Body> {
-    let mut resp = Response::new(body::full(
-        r#"{"status":400,"error":"invalid request path"}"#,
-    ));
-    *resp.status_mut() = StatusCode::BAD_REQUEST;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+/// Routes and forwards the normalised path (see [`path`]).
+fn normalize_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let invalid =
+        |e: path::InvalidPath| ProxyError::new(ErrorKind::BadRequest, None, Some(e.into()));
+    if let Cow::Owned(normal) = path::normalize(req.uri().path()).map_err(invalid)? {
+        *req.uri_mut() = path::with_path(req.uri(), &normal).map_err(invalid)?;
+    }
+    Ok(())
 }
 
 fn not_found() -> Response<Body> {

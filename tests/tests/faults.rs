@@ -1,0 +1,185 @@
+//! Faults on the upstream side (issue 7, point 3, first part): the OTS API going away and coming
+//! back, closing or going silent mid-response, and the CoT upstream resetting a session. Each is
+//! answered, counted, confined to the requests or session it hit, and healed without a restart.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use takgate_tests::certs::TestPki;
+use takgate_tests::client::{get, send_streaming, within};
+use takgate_tests::cot::{stream_config, tls_connect, CotUpstream};
+use takgate_tests::proxy::{base_config, web_config, TestProxy};
+use takgate_tests::upstream::FakeUpstream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+const PING: &[u8] = b"<event version=\"2.0\" uid=\"p\" type=\"t-x-c-t\" how=\"h-g-i-g-o\" \
+time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" stale=\"2026-11-26T10:00:10Z\">\
+<point lat=\"0\" lon=\"0\" hae=\"0\" ce=\"9\" le=\"9\"/><detail/></event>";
+
+fn upstream_errors(proxy: &TestProxy, kind: &str) -> f64 {
+    proxy.metric(
+        "takgate_proxy_errors_total",
+        &[("side", "upstream"), ("kind", kind)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_upstream_that_restarts_is_used_again_without_restarting_takgate() {
+    let up = FakeUpstream::start().await;
+    let addr = up.addr;
+    let proxy = TestProxy::start(&web_config(&up.url(), "")).await;
+    let web = proxy.http("web");
+    // A pooled keep-alive connection to the first OTS process.
+    assert_eq!(get(web, "/api/before", &[]).await.status, 200);
+
+    up.stop();
+    let down = get(web, "/api/while-down", &[]).await;
+    assert_eq!(down.status, 502, "{}", down.text());
+    let counted = upstream_errors(&proxy, "connect") + upstream_errors(&proxy, "protocol");
+    assert_eq!(
+        counted, 1.0,
+        "the failure is counted once, on the upstream side"
+    );
+
+    // OTS is back on the same port: the very next request works (no stale pooled connection).
+    let back = FakeUpstream::start_on(addr).await;
+    let got = get(web, "/api/after", &[]).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(back.last().uri.path(), "/api/after");
+}
+
+/// An upstream that answers a head and part of the body, then closes.
+async fn half_answering_upstream() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                    .await;
+                let _ = s.write_all(&[b'x'; 100]).await;
+                // Dropped here: 900 bytes short.
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_upstream_closing_mid_response_cuts_the_body_and_is_counted() {
+    let addr = half_answering_upstream().await;
+    let proxy = TestProxy::start(&web_config(&format!("http://{addr}"), "")).await;
+    let web = proxy.http("web");
+    for _ in 0..2 {
+        let resp = send_streaming(
+            web,
+            Request::get("/api/download")
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        // The client must see a broken body, never a short one passed off as complete.
+        assert!(within(resp.into_body().collect()).await.is_err());
+    }
+    proxy
+        .wait_metric(
+            "takgate_proxy_errors_total",
+            &[("side", "upstream"), ("kind", "protocol")],
+            2.0,
+        )
+        .await;
+    assert_eq!(proxy.metric("takgate_http_in_flight_requests", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_upstream_going_silent_mid_body_is_cut_at_the_response_timeout_and_counted() {
+    let up = FakeUpstream::start().await;
+    let toml = web_config(&up.url(), "").replace(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\nresponse_timeout = \"300ms\"",
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let started = Instant::now();
+    let resp = send_streaming(
+        proxy.http("web"),
+        Request::get("/api/trickle?chunks=3&gap_ms=2000")
+            .body(Full::<Bytes>::default())
+            .unwrap(),
+    )
+    .await;
+    assert!(within(resp.into_body().collect()).await.is_err());
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    proxy
+        .wait_metric(
+            "takgate_proxy_errors_total",
+            &[("side", "upstream"), ("kind", "response_timeout")],
+            1.0,
+        )
+        .await;
+    assert_eq!(get(proxy.http("web"), "/api/ok", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cot_upstream_resetting_one_session_closes_that_session_only() {
+    let pki = TestPki::new();
+    let up = CotUpstream::start().await;
+    let config = format!(
+        "{}\n{}",
+        base_config("http://127.0.0.1:1"),
+        stream_config("cot", up.addr, "terminate", &pki, "")
+    );
+    let proxy = TestProxy::start(&config).await;
+    let addr = proxy.stream("cot");
+    let eud = pki.issue_client("eud1");
+    let mut doomed = tls_connect(addr, &pki, Some(&eud)).await.unwrap();
+    within(doomed.write_all(PING)).await.unwrap();
+    let doomed_up = up.accept().await;
+    let mut other = tls_connect(addr, &pki, Some(&eud)).await.unwrap();
+    within(other.write_all(PING)).await.unwrap();
+    let mut other_up = up.accept().await;
+    let mut buf = vec![0u8; PING.len()];
+    within(other_up.read_exact(&mut buf)).await.unwrap();
+
+    // OTS resets the first session (RST, not a clean close).
+    doomed_up.set_zero_linger().unwrap();
+    drop(doomed_up);
+    let mut one = [0u8; 64];
+    assert!(matches!(
+        within(doomed.read(&mut one)).await,
+        Ok(0) | Err(_)
+    ));
+    proxy
+        .wait_metric(
+            "takgate_stream_sessions_closed_total",
+            &[("listener", "cot"), ("reason", "upstream_error")],
+            1.0,
+        )
+        .await;
+    // The other session goes on, both ways.
+    within(other.write_all(PING)).await.unwrap();
+    within(other_up.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(buf, PING);
+    within(other_up.write_all(PING)).await.unwrap();
+    within(other.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(buf, PING);
+    // And a new session gets in.
+    let mut fresh = tls_connect(addr, &pki, Some(&eud)).await.unwrap();
+    within(fresh.write_all(PING)).await.unwrap();
+    let mut fresh_up = up.accept().await;
+    within(fresh_up.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(buf, PING);
+}
