@@ -110,7 +110,7 @@ ots_env() {
 }
 
 api_healthy() {
-  curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$OTS_API_PORT/api/health"
+  curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$OTS_API_PORT/api/health" 2>/dev/null
 }
 
 tcp_listening() { port_busy "$1"; }

@@ -91,7 +91,8 @@ class Env:
 
     @property
     def crl(self) -> Path:
-        return self.ca / "ca.crl"
+        """The CRL takgate's CoT listener loads ([stream.tls] crl)."""
+        return Path(self.state["crl"])
 
     def user_cert(self, username: str) -> tuple[str, str]:
         d = self.ca / "certs" / username
@@ -495,8 +496,9 @@ def metric(env: Env, name: str, **labels: str) -> float:
 
 def revoke(env: Env, cert_path: str) -> None:
     """Revoke a certificate the way an operator of OTS's CA would: a new CRL, signed with OTS's CA
-    key (ca-do-not-share.key, password atakatak), listing it next to whatever ca.crl already
-    revokes, written over ca.crl atomically. takgate follows the file by itself (stat every 2 s)."""
+    key (ca-do-not-share.key, password atakatak), listing it next to whatever the CRL already
+    revokes, written over takgate's CRL file atomically. takgate follows the file by itself
+    (stat every 2 s): no restart, no signal."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
 
@@ -512,6 +514,11 @@ def revoke(env: Env, cert_path: str) -> None:
     )
     old = env.crl.read_bytes()
     existing = x509.load_pem_x509_crl(old) if b"BEGIN X509 CRL" in old else x509.load_der_x509_crl(old)
+    try:
+        number = existing.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+    except x509.ExtensionNotFound:
+        number = 1
+    builder = builder.add_extension(x509.CRLNumber(number), critical=False)
     serials = {r.serial_number for r in existing}
     for r in existing:
         builder = builder.add_revoked_certificate(r)
