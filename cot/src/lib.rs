@@ -1,10 +1,14 @@
 //! The CoT side of takgate, and the TLS material it shares with the HTTPS listeners.
 //!
 //! Layout:
+//! - `framer`: sans-io splitting of a CoT stream (XML events, then TAK protocol v1) into frames.
+//! - `gateway`: stream listeners: accept, handshake, identity, relay, metrics.
 //! - `tls`: PEM loading, server configs with client auth, reload, client-cert escaping.
 //! - `proxy_protocol`: PROXY v2 headers carrying the client's address and certificate CN.
 //! - `identity`: whether a certificate's CN is an active OTS user, kept current from OTS's API.
 
+pub mod framer;
+pub mod gateway;
 pub mod identity;
 pub mod proxy_protocol;
 pub mod tls;

@@ -27,16 +27,36 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Admin {
     registry: Registry,
-    health_url: Uri,
+    probes: Probes,
     listeners_bound: AtomicBool,
-    tls: Arc<TlsSources>,
     probe: Client<HttpConnector, Empty<bytes::Bytes>>,
+}
+
+/// What `/readyz` checks besides the listeners being bound.
+#[derive(Debug)]
+pub struct Probes {
+    /// The OTS API's health check.
+    health_url: Uri,
+    /// Each stream listener's upstream (`host:port`), checked with a TCP connect.
+    streams: Vec<(String, String)>,
+    /// TLS listeners that still wait for their files.
+    tls: Arc<TlsSources>,
+}
+
+impl Probes {
+    pub fn new(health_url: Uri, streams: Vec<(String, String)>, tls: Arc<TlsSources>) -> Self {
+        Self {
+            health_url,
+            streams,
+            tls,
+        }
+    }
 }
 
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(registry: Registry, health_url: Uri, tls: Arc<TlsSources>) -> Self {
+    pub fn new(registry: Registry, probes: Probes) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(PROBE_TIMEOUT));
         let probe = Client::builder(TokioExecutor::new())
@@ -45,9 +65,8 @@ impl Admin {
             .build(http);
         Self {
             registry,
-            health_url,
+            probes,
             listeners_bound: AtomicBool::new(false),
-            tls,
             probe,
         }
     }
@@ -126,8 +145,17 @@ impl Admin {
 
     async fn ready(&self) -> Response<Body> {
         let bound = self.listeners_bound.load(Ordering::Acquire);
-        let upstream = self.probe_upstream().await;
+        let (upstream, streams) = tokio::join!(
+            self.probe_upstream(),
+            futures_util::future::join_all(
+                self.probes
+                    .streams
+                    .iter()
+                    .map(|(name, addr)| async move { (name, addr, probe_tcp(addr).await) })
+            )
+        );
         let waiting: serde_json::Map<String, serde_json::Value> = self
+            .probes
             .tls
             .waiting()
             .into_iter()
@@ -139,14 +167,23 @@ impl Admin {
                 (name, serde_json::Value::Array(files))
             })
             .collect();
-        let ok = bound && upstream.is_ok() && waiting.is_empty();
+        let streams_ok = streams.iter().all(|(_, _, r)| r.is_ok());
+        let stream_json: serde_json::Map<String, serde_json::Value> = streams
+            .into_iter()
+            .map(|(name, addr, r)| {
+                let v = serde_json::json!({ "upstream": addr, "ok": r.is_ok(), "error": r.err() });
+                (name.clone(), v)
+            })
+            .collect();
+        let ok = bound && upstream.is_ok() && streams_ok && waiting.is_empty();
         let json = serde_json::json!({
             "ready": ok,
             "listeners_bound": bound,
             "tls_waiting_for_files": waiting,
-            "upstream": self.health_url.to_string(),
+            "upstream": self.probes.health_url.to_string(),
             "upstream_ok": upstream.is_ok(),
             "upstream_error": upstream.err(),
+            "stream_upstreams": stream_json,
         });
         let mut resp = Response::new(body::full(json.to_string()));
         *resp.status_mut() = if ok {
@@ -162,7 +199,7 @@ impl Admin {
     }
 
     async fn probe_upstream(&self) -> Result<(), String> {
-        let req = Request::get(self.health_url.clone())
+        let req = Request::get(self.probes.health_url.clone())
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(PROBE_TIMEOUT, self.probe.request(req))
@@ -177,6 +214,15 @@ impl Admin {
         } else {
             Err(format!("health check answered {status}"))
         }
+    }
+}
+
+/// Whether something accepts TCP connections at `addr`.
+async fn probe_tcp(addr: &str) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
     }
 }
 

@@ -11,14 +11,20 @@ use prometheus::Registry;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::admin::Admin;
-use crate::config::{ClientAuthConfig, Config, HttpListenerConfig, TlsConfig, TlsVersionConfig};
+use cot::gateway::metrics::IdentityCollector;
+use cot::gateway::{Gateway, StreamMetrics};
+
+use crate::admin::{Admin, Probes};
+use crate::config::{
+    ClientAuthConfig, Config, HttpListenerConfig, StreamListenerConfig, TlsConfig, TlsVersionConfig,
+};
 use crate::drain::Drain;
 use crate::http::forward::Forwarder;
 use crate::http::router::Router;
 use crate::http::service::HttpService;
 use crate::metrics::HttpMetrics;
 use crate::server::{self, ConnLimits, ListenerTls};
+use crate::stream;
 use crate::tls_watch::TlsSources;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,8 @@ pub enum AppError {
     },
     #[error("reading a bound address: {0}")]
     LocalAddr(std::io::Error),
+    #[error("{key}: {reason}")]
+    Identity { key: String, reason: String },
 }
 
 #[derive(Debug)]
@@ -57,13 +65,15 @@ pub struct App {
     tls: Arc<TlsSources>,
     admin: Arc<Admin>,
     listeners: Vec<HttpListener>,
+    streams: Vec<Arc<Gateway>>,
     drain: Drain,
 }
 
-/// Sockets bound for an [`App`]; tests bind `127.0.0.1:0` and hand them in.
+/// Sockets bound for an [`App`], one per listener in config order.
 #[derive(Debug)]
 pub struct Bound {
     http: Vec<TcpListener>,
+    stream: Vec<TcpListener>,
     admin: TcpListener,
 }
 
@@ -71,6 +81,7 @@ pub struct Bound {
 #[derive(Debug, Clone, Serialize)]
 pub struct BoundAddrs {
     pub http: BTreeMap<String, SocketAddr>,
+    pub stream: BTreeMap<String, SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -120,20 +131,49 @@ impl App {
                 },
             });
         }
+        let stream_metrics = StreamMetrics::register(&registry)?;
+        let mut streams = Vec::with_capacity(config.stream.len());
+        for (i, l) in config.stream.iter().enumerate() {
+            let gateway = stream::gateway_config(&format!("stream[{i}]"), l, &config.upstream.url)?;
+            streams.push(Arc::new(Gateway::new(
+                gateway,
+                &stream_metrics,
+                drain.stop_token(),
+                drain.tracker().clone(),
+            )));
+        }
+        let caches = streams
+            .iter()
+            .filter_map(|g| Some((g.config().name.clone(), g.config().identity.clone()?)))
+            .collect::<Vec<_>>();
+        if !caches.is_empty() {
+            registry.register(Box::new(IdentityCollector::new(caches)?))?;
+        }
+        let http_tls = listeners
+            .iter()
+            .filter_map(|l| Some((l.config.name.clone(), l.tls.as_ref()?.tls.clone())));
+        let stream_tls = streams
+            .iter()
+            .filter_map(|g| Some((g.config().name.clone(), g.config().tls.clone()?)));
         let tls = Arc::new(TlsSources::new(
-            listeners
-                .iter()
-                .filter_map(|l| Some((l.config.name.clone(), l.tls.as_ref()?.tls.clone())))
-                .collect(),
+            http_tls.chain(stream_tls).collect(),
             metrics,
         ));
-        let health_url = health_url(&config);
-        let admin = Arc::new(Admin::new(registry, health_url, tls.clone()));
+        let probes = Probes::new(
+            health_url(&config),
+            streams
+                .iter()
+                .map(|g| (g.config().name.clone(), g.config().upstream.clone()))
+                .collect(),
+            tls.clone(),
+        );
+        let admin = Arc::new(Admin::new(registry, probes));
         Ok(Self {
             config,
             tls,
             admin,
             listeners,
+            streams,
             drain,
         })
     }
@@ -179,6 +219,39 @@ impl App {
             );
             let _ = writeln!(out, "{}", l.router_text);
         }
+        for (g, cfg) in self.streams.iter().zip(&self.config.stream) {
+            let g = g.config();
+            let tls = match cfg.effective_tls() {
+                None => "tls passed through".to_owned(),
+                Some(t) => format!(
+                    "tls {} client_auth={:?} ca={} crl={}",
+                    t.cert.display(),
+                    StreamListenerConfig::client_auth(&t),
+                    t.client_ca
+                        .as_deref()
+                        .map_or("-".into(), |p| p.display().to_string()),
+                    t.crl
+                        .as_deref()
+                        .map_or("-".into(), |p| p.display().to_string()),
+                )
+                .to_lowercase(),
+            };
+            let _ = writeln!(
+                out,
+                "stream    {} {} mode={} -> {} {} max_frame={} identity={}",
+                g.name,
+                cfg.listen,
+                g.mode.as_str(),
+                g.upstream,
+                tls,
+                cfg.max_frame,
+                if g.identity.is_some() {
+                    "ots-users"
+                } else {
+                    "off"
+                },
+            );
+        }
         out
     }
 
@@ -194,13 +267,26 @@ impl App {
             })?;
             http.push(listener);
         }
+        let mut stream = Vec::with_capacity(self.config.stream.len());
+        for (i, l) in self.config.stream.iter().enumerate() {
+            let listener = bind(l.listen).map_err(|source| AppError::Bind {
+                key: format!("stream[{i}].listen"),
+                addr: l.listen,
+                source,
+            })?;
+            stream.push(listener);
+        }
         let addr = self.config.admin.listen;
         let admin = bind(addr).map_err(|source| AppError::Bind {
             key: "admin.listen".to_owned(),
             addr,
             source,
         })?;
-        Ok(Bound { http, admin })
+        Ok(Bound {
+            http,
+            stream,
+            admin,
+        })
     }
 
     /// Starts serving on `bound` (one socket per `[[http]]` listener, in config order).
@@ -211,6 +297,13 @@ impl App {
                 .iter()
                 .zip(&bound.http)
                 .map(|(l, s)| Ok((l.config.name.clone(), s.local_addr()?)))
+                .collect::<std::io::Result<_>>()
+                .map_err(AppError::LocalAddr)?,
+            stream: self
+                .streams
+                .iter()
+                .zip(&bound.stream)
+                .map(|(g, s)| Ok((g.config().name.clone(), s.local_addr()?)))
                 .collect::<std::io::Result<_>>()
                 .map_err(AppError::LocalAddr)?,
             admin: bound.admin.local_addr().map_err(AppError::LocalAddr)?,
@@ -224,6 +317,15 @@ impl App {
                 l.limits,
                 self.drain.clone(),
             ));
+        }
+        for (g, socket) in self.streams.iter().zip(bound.stream) {
+            let c = g.config();
+            tracing::info!(listener = %c.name, addr = %socket.local_addr().map_err(AppError::LocalAddr)?, mode = c.mode.as_str(), upstream = %c.upstream, "stream listening");
+            if let Some(users) = &c.identity {
+                let drain = self.drain.clone();
+                tokio::spawn(users.clone().run(async move { drain.stopping().await }));
+            }
+            tokio::spawn(g.clone().serve(socket));
         }
         tracing::info!(addr = %addrs.admin, "admin listening");
         tokio::spawn(self.admin.clone().serve(bound.admin, self.drain.clone()));
@@ -252,12 +354,6 @@ impl App {
     }
 }
 
-impl Bound {
-    pub fn new(http: Vec<TcpListener>, admin: TcpListener) -> Self {
-        Self { http, admin }
-    }
-}
-
 /// Binds like nginx does: an IPv6 wildcard takes IPv6 only, so `0.0.0.0:P` and `[::]:P` can be
 /// two listeners, and a restart is not blocked by connections in TIME_WAIT.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -280,13 +376,27 @@ fn health_url(config: &Config) -> http::Uri {
 }
 
 fn listener_tls(t: &TlsConfig) -> Result<ListenerTls, cot::tls::TlsError> {
+    // HTTP/1.1 only: OTS's WebSockets and Socket.IO need it end to end.
+    let settings = listener_tls_settings(t, t.client_auth(), vec![b"http/1.1".to_vec()]);
+    Ok(ListenerTls {
+        tls: Arc::new(cot::tls::ReloadableTls::new_or_wait(settings)?),
+        handshake_timeout: t.handshake_timeout,
+    })
+}
+
+/// The `cot::tls` settings of a `[http.tls]` or `[stream.tls]` section.
+pub(crate) fn listener_tls_settings(
+    t: &TlsConfig,
+    client_auth: ClientAuthConfig,
+    alpn: Vec<Vec<u8>>,
+) -> cot::tls::TlsSettings {
     use cot::tls::{ClientAuth, TlsSettings, TlsVersion};
-    let settings = TlsSettings {
+    TlsSettings {
         cert: t.cert.clone(),
         key: t.key.clone(),
         client_ca: t.client_ca.clone(),
         crl: t.crl.clone(),
-        client_auth: match t.client_auth() {
+        client_auth: match client_auth {
             ClientAuthConfig::None => ClientAuth::None,
             ClientAuthConfig::Optional => ClientAuth::Optional,
             ClientAuthConfig::Required => ClientAuth::Required,
@@ -299,11 +409,6 @@ fn listener_tls(t: &TlsConfig) -> Result<ListenerTls, cot::tls::TlsError> {
                 TlsVersionConfig::Tls13 => TlsVersion::Tls13,
             })
             .collect(),
-        // HTTP/1.1 only: OTS's WebSockets and Socket.IO need it end to end.
-        alpn: vec![b"http/1.1".to_vec()],
-    };
-    Ok(ListenerTls {
-        tls: Arc::new(cot::tls::ReloadableTls::new_or_wait(settings)?),
-        handshake_timeout: t.handshake_timeout,
-    })
+        alpn,
+    }
 }

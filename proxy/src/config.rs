@@ -764,6 +764,40 @@ impl Config {
     }
 }
 
+/// `key.field` must lie in `min..=max` (`between` says so in words).
+fn in_range(
+    key: &str,
+    field: &str,
+    value: u64,
+    min: u64,
+    max: u64,
+    between: &str,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            format!("{key}.{field}"),
+            format!("must be between {between}"),
+        ))
+    }
+}
+
+/// A listener's connection limit and timeouts must all be above zero.
+fn positive(
+    key: &str,
+    max_connections: usize,
+    timeouts: &[(&str, Duration)],
+) -> Result<(), ConfigError> {
+    if max_connections == 0 {
+        return Err(invalid(format!("{key}.max_connections"), "must be > 0"));
+    }
+    match timeouts.iter().find(|(_, d)| d.is_zero()) {
+        Some((name, _)) => Err(invalid(format!("{key}.{name}"), "must be > 0")),
+        None => Ok(()),
+    }
+}
+
 fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty()
         || !name
@@ -821,31 +855,30 @@ impl StreamListenerConfig {
                 ));
             }
         }
-        let max_frame = self.max_frame.as_u64();
-        if max_frame < 1024 || max_frame > 64 << 20 {
-            return Err(invalid(
-                format!("{key}.max_frame"),
-                "must be between 1KiB and 64MiB",
-            ));
-        }
-        let read_buffer = self.read_buffer.as_u64();
-        if !(1024..=1 << 20).contains(&read_buffer) {
-            return Err(invalid(
-                format!("{key}.read_buffer"),
-                "must be between 1KiB and 1MiB",
-            ));
-        }
-        if self.max_connections == 0 {
-            return Err(invalid(format!("{key}.max_connections"), "must be > 0"));
-        }
-        for (name, d) in [
-            ("connect_timeout", self.connect_timeout),
-            ("idle_timeout", self.idle_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(format!("{key}.{name}"), "must be > 0"));
-            }
-        }
+        in_range(
+            key,
+            "max_frame",
+            self.max_frame.as_u64(),
+            1 << 10,
+            64 << 20,
+            "1KiB and 64MiB",
+        )?;
+        in_range(
+            key,
+            "read_buffer",
+            self.read_buffer.as_u64(),
+            1 << 10,
+            1 << 20,
+            "1KiB and 1MiB",
+        )?;
+        positive(
+            key,
+            self.max_connections,
+            &[
+                ("connect_timeout", self.connect_timeout),
+                ("idle_timeout", self.idle_timeout),
+            ],
+        )?;
         if let Some(id) = &self.identity {
             let key = format!("{key}.identity");
             if !matches!(self.mode, StreamMode::Terminate | StreamMode::ProxyProtocol) {
@@ -893,30 +926,31 @@ impl HttpListenerConfig {
         if self.max_body.as_u64() == 0 {
             return Err(invalid(format!("{key}.max_body"), "must be > 0"));
         }
-        // hyper cannot read a request head in a buffer smaller than 8 KiB.
-        if self.max_header_bytes.as_u64() < 8192 || self.max_header_bytes.as_u64() > 1 << 20 {
-            return Err(invalid(
-                format!("{key}.max_header_bytes"),
-                "must be between 8KiB and 1MiB",
-            ));
-        }
-        if self.max_headers == 0 || self.max_headers > 1000 {
-            return Err(invalid(
-                format!("{key}.max_headers"),
-                "must be between 1 and 1000",
-            ));
-        }
-        if self.max_connections == 0 {
-            return Err(invalid(format!("{key}.max_connections"), "must be > 0"));
-        }
-        for (name, d) in [
-            ("header_read_timeout", self.header_read_timeout),
-            ("body_read_timeout", self.body_read_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(format!("{key}.{name}"), "must be > 0"));
-            }
-        }
+        // Under 8 KiB, a browser with OTS's session and XSRF cookies can already be refused.
+        in_range(
+            key,
+            "max_header_bytes",
+            self.max_header_bytes.as_u64(),
+            8 << 10,
+            1 << 20,
+            "8KiB and 1MiB",
+        )?;
+        in_range(
+            key,
+            "max_headers",
+            self.max_headers as u64,
+            1,
+            1000,
+            "1 and 1000",
+        )?;
+        positive(
+            key,
+            self.max_connections,
+            &[
+                ("header_read_timeout", self.header_read_timeout),
+                ("body_read_timeout", self.body_read_timeout),
+            ],
+        )?;
         if let Some(tls) = &self.tls {
             tls.validate(&format!("{key}.tls"))?;
         }

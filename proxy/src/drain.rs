@@ -20,6 +20,11 @@ impl Drain {
         Self::default()
     }
 
+    /// The stop signal, for components outside this crate (the CoT gateway).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     pub fn tracker(&self) -> &TaskTracker {
         &self.tracker
     }

@@ -4,6 +4,7 @@
 //! - `config`: the typed TOML config and its validation.
 //! - `app`: turns a config into listeners, binds and starts them, reloads TLS, drains.
 //! - `server`: accept loops, TLS handshakes, HTTP/1.1 connections.
+//! - `stream`: `[[stream]]` listeners turned into CoT gateway settings.
 //! - `http`: routing, forwarding, upgrades, CORS, static files, access log.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`.
 //! - `tls_watch`: certificate reload on SIGHUP and on file changes.
@@ -17,4 +18,5 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod server;
+pub mod stream;
 pub mod tls_watch;

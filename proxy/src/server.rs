@@ -147,7 +147,7 @@ async fn serve_http1<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
+        .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     let conn = builder
         .serve_connection(TokioIo::new(io), svc)

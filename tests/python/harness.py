@@ -165,12 +165,16 @@ class Takgate:
     config: Path
     bound: Path
     exit_code: Optional[int] = field(default=None)
+    stream: dict = field(default_factory=dict)
 
     def addr(self, listener: str) -> str:
         return self.http[listener]
 
     def port(self, listener: str) -> int:
         return hostport(self.http[listener])[1]
+
+    def stream_addr(self, listener: str) -> tuple[str, int]:
+        return hostport(self.stream[listener])
 
     def url(self, listener: str, scheme: str = "http") -> str:
         return f"{scheme}://{self.http[listener]}"
@@ -232,7 +236,7 @@ def start_takgate(workdir: Path, config_text: str, timeout: float = 10, env: Opt
     if not isinstance(addrs.get("http"), dict) or "admin" not in addrs:
         stop_process(proc, timeout=5)
         raise HarnessError(f"bound-addrs JSON lacks 'http' map or 'admin': {addrs!r}")
-    return Takgate(proc, addrs["http"], addrs["admin"], log, config, bound)
+    return Takgate(proc, addrs["http"], addrs["admin"], log, config, bound, stream=addrs.get("stream", {}))
 
 
 def toml_str(value) -> str:

@@ -112,12 +112,33 @@ impl TestPki {
         self.issue(cn, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate whose parameters `edit` may change (validity, usages, subject):
+    /// the expired, not-yet-valid, wrong-usage and no-CN certificates of refusal tests.
+    pub fn issue_client_with(
+        &self,
+        cn: &str,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> IssuedCert {
+        self.issue_edited(cn, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, edit)
+    }
+
     fn issue(&self, cn: &str, sans: Vec<String>, eku: ExtendedKeyUsagePurpose) -> IssuedCert {
+        self.issue_edited(cn, sans, eku, |_| {})
+    }
+
+    fn issue_edited(
+        &self,
+        cn: &str,
+        sans: Vec<String>,
+        eku: ExtendedKeyUsagePurpose,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> IssuedCert {
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let mut params = CertificateParams::new(sans).expect("certificate params");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![eku];
+        edit(&mut params);
         params.serial_number = Some(SerialNumber::from(serial));
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().expect("key");

@@ -2,5 +2,6 @@
 
 pub mod certs;
 pub mod client;
+pub mod cot;
 pub mod proxy;
 pub mod upstream;

@@ -40,6 +40,15 @@ impl TestProxy {
             .unwrap_or_else(|| panic!("no listener {name}"))
     }
 
+    /// The address of the `[[stream]]` listener called `name`.
+    pub fn stream(&self, name: &str) -> SocketAddr {
+        *self
+            .addrs
+            .stream
+            .get(name)
+            .unwrap_or_else(|| panic!("no stream listener {name}"))
+    }
+
     /// A metric's value summed over the series whose labels include all of `labels`.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let mut total = 0.0;

@@ -35,6 +35,8 @@ struct State {
     held: Notify,
     /// Bytes received by `/upload` (counted, not stored).
     uploaded: Mutex<Vec<u64>>,
+    /// What `/api/users/all` answers: OTS's user list, `(username, active)`.
+    users: Mutex<Vec<(String, bool)>>,
 }
 
 /// A running fake upstream.
@@ -123,6 +125,12 @@ impl FakeUpstream {
         self.state.release.notify_one();
     }
 
+    /// Sets the users `/api/users/all` lists, as OTS's administrators would.
+    pub fn set_users(&self, users: &[(&str, bool)]) {
+        *self.state.users.lock().expect("lock") =
+            users.iter().map(|(u, a)| ((*u).to_owned(), *a)).collect();
+    }
+
     pub fn uploaded(&self) -> Vec<u64> {
         self.state.uploaded.lock().expect("lock").clone()
     }
@@ -154,6 +162,25 @@ async fn handle(
     let path = req.uri().path().to_owned();
     let resp = match path.as_str() {
         "/api/health" => full(StatusCode::OK, r#"{"status":"healthy"}"#),
+        "/api/users/all" => {
+            if req
+                .headers()
+                .get("authentication-token")
+                .map(|v| v.as_bytes())
+                != Some(b"admin-token")
+            {
+                full(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#)
+            } else {
+                let users: Vec<String> = state
+                    .users
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .map(|(u, a)| format!(r#"{{"username":"{u}","active":{a},"roles":[]}}"#))
+                    .collect();
+                full(StatusCode::OK, format!("[{}]", users.join(",")))
+            }
+        }
         p if p.ends_with("/cookies") => {
             let mut r = full(StatusCode::OK, "cookies");
             r.headers_mut().append(

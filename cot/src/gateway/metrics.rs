@@ -2,14 +2,14 @@
 //! sets: listener names from the config, modes, directions, refusal reasons, CoT type classes.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Seconds. Sub-millisecond resolution: a relay hop on loopback should cost tens of µs.
 pub const RELAY_BUCKETS: &[f64] = &[
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0,
 ];
 
 /// Seconds, for TLS handshakes (RSA on a Raspberry Pi can take tens of ms).
@@ -207,5 +207,102 @@ impl ListenerMetrics {
             Direction::ToUpstream => &self.to_upstream_bytes,
             Direction::ToClient => &self.to_client_bytes,
         }
+    }
+}
+
+/// The identity caches' state, read at scrape time: how many users are active, whether the
+/// cache is stale, and how refreshes go.
+#[derive(Debug)]
+pub struct IdentityCollector {
+    caches: Vec<(String, crate::identity::ActiveUsers)>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl IdentityCollector {
+    const FAMILIES: [(&'static str, &'static str); 5] = [
+        (
+            "takgate_identity_active_users",
+            "Active OTS users in the identity cache.",
+        ),
+        (
+            "takgate_identity_loaded",
+            "1 once the user set has been loaded from OTS.",
+        ),
+        (
+            "takgate_identity_serving_stale",
+            "1 while the latest refresh failed and an older user set is in use.",
+        ),
+        (
+            "takgate_identity_refreshes_total",
+            "Refreshes of the user set from OTS's API.",
+        ),
+        (
+            "takgate_identity_refresh_failures_total",
+            "Refreshes of the user set that failed.",
+        ),
+    ];
+
+    pub fn new(caches: Vec<(String, crate::identity::ActiveUsers)>) -> prometheus::Result<Self> {
+        let descs = Self::FAMILIES
+            .iter()
+            .map(|(name, help)| {
+                prometheus::core::Desc::new(
+                    (*name).to_owned(),
+                    (*help).to_owned(),
+                    vec!["listener".to_owned()],
+                    Default::default(),
+                )
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Self { caches, descs })
+    }
+}
+
+impl prometheus::core::Collector for IdentityCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
+            IntGaugeVec::new(Opts::new(name, help), &["listener"])
+        };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
+            IntCounterVec::new(Opts::new(name, help), &["listener"])
+        };
+        let [active, loaded, stale, refreshes, failures] = Self::FAMILIES;
+        let built = (|| -> prometheus::Result<_> {
+            let g = (
+                gauge(active.0, active.1)?,
+                gauge(loaded.0, loaded.1)?,
+                gauge(stale.0, stale.1)?,
+                counter(refreshes.0, refreshes.1)?,
+                counter(failures.0, failures.1)?,
+            );
+            for (name, users) in &self.caches {
+                let s = users.status();
+                let l = [name.as_str()];
+                g.0.with_label_values(&l)
+                    .set(i64::try_from(s.active_users).unwrap_or(i64::MAX));
+                g.1.with_label_values(&l).set(i64::from(s.loaded));
+                g.2.with_label_values(&l).set(i64::from(s.serving_stale));
+                g.3.with_label_values(&l).inc_by(s.refresh_attempts);
+                g.4.with_label_values(&l).inc_by(s.refresh_failures);
+            }
+            Ok(g)
+        })();
+        let Ok((a, b, c, d, e)) = built else {
+            return Vec::new();
+        };
+        [
+            a.collect(),
+            b.collect(),
+            c.collect(),
+            d.collect(),
+            e.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::metrics::Direction;
 use super::{Gateway, Peer};
-use crate::framer::Framer;
+use crate::framer::{Framer, Negotiation};
 use crate::proxy_protocol;
 
 /// How a direction ended.
@@ -77,7 +77,12 @@ where
 }
 
 /// Relays CoT framed both ways, closing the session if its user stops being active.
-pub(super) async fn framed<C>(gw: &Gateway, client: C, upstream: TcpStream, peer: &Peer) -> &'static str
+pub(super) async fn framed<C>(
+    gw: &Gateway,
+    client: C,
+    upstream: TcpStream,
+    peer: &Peer,
+) -> &'static str
 where
     C: AsyncRead + AsyncWrite + Send + Unpin,
 {
@@ -99,7 +104,8 @@ pub(super) async fn send_proxy_header(
         // rustls only completes a handshake whose presented certificate verified.
         verified: peer.cert_presented,
     };
-    let header = proxy_protocol::encode_v2(src, dst, Some(&ssl));
+    let header = proxy_protocol::encode_v2(src, dst, Some(&ssl))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     upstream.write_all(&header).await
 }
 
@@ -110,18 +116,27 @@ where
     let session = Arc::new(Session::new());
     let (client_r, client_w) = tokio::io::split(client);
     let (upstream_r, upstream_w) = upstream.into_split();
-    let framers = peer.map(|_| {
-        (
-            Framer::new(gw.config.framer.clone()),
-            Framer::new(gw.config.framer.clone()),
-        )
-    });
+    let framers = peer.map(|_| (Framer::new(gw.config.framer), Framer::new(gw.config.framer)));
     let (up_framer, down_framer) = match framers {
         Some((a, b)) => (Some(a), Some(b)),
         None => (None, None),
     };
-    let up = pump(gw, &session, Direction::ToUpstream, client_r, upstream_w, up_framer);
-    let down = pump(gw, &session, Direction::ToClient, upstream_r, client_w, down_framer);
+    let up = pump(
+        gw,
+        &session,
+        Direction::ToUpstream,
+        client_r,
+        upstream_w,
+        up_framer,
+    );
+    let down = pump(
+        gw,
+        &session,
+        Direction::ToClient,
+        upstream_r,
+        client_w,
+        down_framer,
+    );
     tokio::pin!(up, down);
     let cn = peer.and_then(|p| p.cn.as_deref());
     let revoked = revoked(gw, cn);
@@ -232,14 +247,13 @@ where
                     continue;
                 }
             };
-            match direction {
-                Direction::ToUpstream if frame.is_takp_request() => {
+            match (direction, frame.negotiation()) {
+                (Direction::ToUpstream, Some(Negotiation::Request)) => {
                     session.proto_requested.store(true, Ordering::Release);
                 }
                 // Before the grant reaches the client: the client's next bytes are protobuf.
-                Direction::ToClient
-                    if frame.is_takp_response_ok()
-                        && session.proto_requested.load(Ordering::Acquire) =>
+                (Direction::ToClient, Some(Negotiation::Response { accepted: true }))
+                    if session.proto_requested.load(Ordering::Acquire) =>
                 {
                     session.proto_granted.store(true, Ordering::Release);
                 }

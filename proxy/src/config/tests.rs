@@ -895,3 +895,78 @@ fn profile_display_matches_config_spelling() {
         assert_eq!(c.http[0].profile, p);
     }
 }
+
+// === [[stream]] ===
+
+fn stream_with(extra: &str) -> String {
+    format!(
+        "[[stream]]\nname = \"cot\"\nlisten = \"127.0.0.1:8089\"\nupstream = \"127.0.0.1:8088\"\n{extra}"
+    )
+}
+
+#[test]
+fn stream_listeners_default_to_ots_files_and_required_client_certs() {
+    let c = Config::parse(&stream_with("")).unwrap();
+    let l = &c.stream[0];
+    assert_eq!(l.mode, StreamMode::Terminate);
+    assert_eq!(l.max_frame, ByteSize::mib(1));
+    assert_eq!(l.on_malformed, MalformedConfig::Drop);
+    assert!(l.require_cn);
+    let tls = l.effective_tls().unwrap();
+    assert!(tls
+        .cert
+        .ends_with("ca/certs/opentakserver/opentakserver.pem"));
+    assert!(tls
+        .key
+        .ends_with("ca/certs/opentakserver/opentakserver.nopass.key"));
+    assert!(tls.client_ca.as_ref().unwrap().ends_with("ca/ca.pem"));
+    assert!(tls.crl.as_ref().unwrap().ends_with("ca/ca.crl"));
+    assert_eq!(
+        StreamListenerConfig::client_auth(&tls),
+        ClientAuthConfig::Required
+    );
+    let passthrough = Config::parse(&stream_with("mode = \"passthrough\"")).unwrap();
+    assert!(passthrough.stream[0].effective_tls().is_none());
+}
+
+#[test]
+fn bad_stream_listeners_name_the_key() {
+    for (extra, key) in [
+        (
+            "mode = \"passthrough\"\n[stream.tls]\ncert = \"/c\"\nkey = \"/k\"\n",
+            "stream[0].tls",
+        ),
+        (
+            "[stream.tls]\ncert = \"/c\"\nkey = \"/k\"\n",
+            "stream[0].tls.client_ca",
+        ),
+        ("max_frame = \"10B\"", "stream[0].max_frame"),
+        ("read_buffer = \"2MiB\"", "stream[0].read_buffer"),
+        ("idle_timeout = \"0s\"", "stream[0].idle_timeout"),
+        ("max_connections = 0", "stream[0].max_connections"),
+        (
+            "mode = \"raw\"\n[stream.identity]\ntoken_file = \"/t\"\n",
+            "stream[0].identity",
+        ),
+        (
+            "[stream.identity]\ntoken_file = \"/t\"\nusername = \"u\"\npassword_file = \"/p\"\n",
+            "stream[0].identity",
+        ),
+        (
+            "[stream.identity]\nusername = \"u\"\n",
+            "stream[0].identity",
+        ),
+        ("modee = \"raw\"", "modee"),
+    ] {
+        assert_rejected(&stream_with(extra), &[key]);
+    }
+    assert_rejected(
+        "[[stream]]\nname = \"cot\"\nlisten = \"127.0.0.1:8089\"\nupstream = \"8088\"\n",
+        &["stream[0].upstream"],
+    );
+    let dup = format!(
+        "{}[[http]]\nname = \"cot\"\nlisten = \"127.0.0.1:8080\"\nprofile = \"web\"\n",
+        stream_with("")
+    );
+    assert_rejected(&dup, &["stream[0].name", "duplicate"]);
+}

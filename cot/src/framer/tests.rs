@@ -1,0 +1,1013 @@
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// The ATAK samples copied from the public ATAK-CIV repository, with the class of each type.
+const FIXTURES: &[(&str, &[u8], &str)] = &[
+    (
+        "drawing-circle",
+        include_bytes!("../../tests/fixtures/cot/drawing-circle.cot"),
+        "u-d",
+    ),
+    (
+        "drawing-free-form",
+        include_bytes!("../../tests/fixtures/cot/drawing-free-form.cot"),
+        "u-d",
+    ),
+    (
+        "drawing-rectangle",
+        include_bytes!("../../tests/fixtures/cot/drawing-rectangle.cot"),
+        "u-d",
+    ),
+    (
+        "geo-fence",
+        include_bytes!("../../tests/fixtures/cot/geo-fence.cot"),
+        "u-d",
+    ),
+    (
+        "marker-2525",
+        include_bytes!("../../tests/fixtures/cot/marker-2525.cot"),
+        "a-u",
+    ),
+    (
+        "marker-icon-set",
+        include_bytes!("../../tests/fixtures/cot/marker-icon-set.cot"),
+        "a-u",
+    ),
+    (
+        "marker-spot",
+        include_bytes!("../../tests/fixtures/cot/marker-spot.cot"),
+        "b-m",
+    ),
+    (
+        "range-bearing-bullseye",
+        include_bytes!("../../tests/fixtures/cot/range-bearing-bullseye.cot"),
+        "u-r",
+    ),
+    (
+        "range-bearing-circle",
+        include_bytes!("../../tests/fixtures/cot/range-bearing-circle.cot"),
+        "u-r",
+    ),
+    // `u-rb-a`: a two-letter second atom is outside the closed label set.
+    (
+        "range-bearing-line",
+        include_bytes!("../../tests/fixtures/cot/range-bearing-line.cot"),
+        "other",
+    ),
+    (
+        "route",
+        include_bytes!("../../tests/fixtures/cot/route.cot"),
+        "b-m",
+    ),
+    (
+        "telestration",
+        include_bytes!("../../tests/fixtures/cot/telestration.cot"),
+        "u-d",
+    ),
+];
+
+const PING: &[u8] =
+    b"<event version=\"2.0\" uid=\"ANDROID-1-ping\" type=\"t-x-c-t\" how=\"h-g-i-g-o\" \
+time=\"2024-01-01T00:00:00Z\" start=\"2024-01-01T00:00:00Z\" stale=\"2024-01-01T00:00:10Z\">\
+<point lat=\"0.0\" lon=\"0.0\" hae=\"0.0\" ce=\"9999999\" le=\"9999999\"/><detail/></event>";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Frame(Vec<u8>, FrameKind, &'static str),
+    Error(FrameErrorKind, u64, bool),
+}
+
+fn framer(max_frame: usize, malformed: MalformedPolicy) -> Framer {
+    Framer::new(FramerConfig {
+        max_frame,
+        malformed,
+    })
+}
+
+/// Drains the framer like the relay does; stops after a terminal error.
+fn drain(f: &mut Framer, out: &mut Vec<Outcome>) -> bool {
+    loop {
+        match f.next_frame() {
+            Ok(Some(frame)) => out.push(Outcome::Frame(
+                frame.bytes().to_vec(),
+                frame.kind(),
+                frame.class().as_str(),
+            )),
+            Ok(None) => return false,
+            Err(e) => {
+                out.push(Outcome::Error(e.kind(), e.offset(), e.is_terminal()));
+                if e.is_terminal() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Feeds `chunks` one by one, checking the memory bound after every push and drain.
+fn run<'a>(f: &mut Framer, chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for chunk in chunks {
+        let before = f.buffered_len();
+        f.push(chunk);
+        assert!(f.buffered_len() <= before + chunk.len());
+        if drain(f, &mut out) {
+            break;
+        }
+        let bound = f.max_frame.max(RESYNC_HOLD);
+        assert!(f.buffered_len() <= bound, "{} held", f.buffered_len());
+    }
+    out
+}
+
+fn run_whole(bytes: &[u8], max_frame: usize, policy: MalformedPolicy) -> Vec<Outcome> {
+    run(&mut framer(max_frame, policy), [bytes])
+}
+
+fn run_chunked(
+    bytes: &[u8],
+    size: usize,
+    max_frame: usize,
+    policy: MalformedPolicy,
+) -> Vec<Outcome> {
+    run(&mut framer(max_frame, policy), bytes.chunks(size.max(1)))
+}
+
+fn frames(bytes: &[u8]) -> Vec<Frame> {
+    let mut f = Framer::new(FramerConfig::default());
+    f.push(bytes);
+    let mut out = Vec::new();
+    while let Some(frame) = f.next_frame().expect("well-formed input") {
+        out.push(frame);
+    }
+    out
+}
+
+fn single(bytes: &[u8]) -> Frame {
+    let mut all = frames(bytes);
+    assert_eq!(all.len(), 1, "{:?}", String::from_utf8_lossy(bytes));
+    all.remove(0)
+}
+
+fn first_error(bytes: &[u8], policy: MalformedPolicy) -> FrameError {
+    let mut f = framer(DEFAULT_MAX_FRAME, policy);
+    f.push(bytes);
+    loop {
+        match f.next_frame() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("no error for {:?}", String::from_utf8_lossy(bytes)),
+            Err(e) => return e,
+        }
+    }
+}
+
+fn frame_outcome(bytes: &[u8], kind: FrameKind, class: &'static str) -> Outcome {
+    Outcome::Frame(bytes.to_vec(), kind, class)
+}
+
+fn proto_frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![PROTO_MAGIC];
+    let mut n = payload.len() as u64;
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(low);
+            break;
+        }
+        out.push(low | 0x80);
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+// --- samples ---
+
+#[test]
+fn each_fixture_is_one_frame_with_its_class() {
+    for (name, bytes, class) in FIXTURES {
+        let frame = single(bytes);
+        assert_eq!(frame.bytes().as_ref(), *bytes, "{name}");
+        assert_eq!(frame.kind(), FrameKind::Event, "{name}");
+        assert_eq!(frame.class().as_str(), *class, "{name}");
+        assert!(!frame.is_ping() && frame.negotiation().is_none(), "{name}");
+    }
+    let spot = single(FIXTURES[6].1);
+    assert_eq!(spot.uid(), Some("9405e320-9356-41c4-8449-f46990aa17f8"));
+}
+
+#[test]
+fn concatenated_fixtures_come_out_in_order_under_any_chunk_size() {
+    let all: Vec<u8> = FIXTURES
+        .iter()
+        .flat_map(|(_, b, _)| b.iter().copied())
+        .collect();
+    let expected: Vec<Outcome> = FIXTURES
+        .iter()
+        .map(|(_, b, class)| frame_outcome(b, FrameKind::Event, class))
+        .collect();
+    for size in [1, 2, 3, 7, 64, 1460, 16 * 1024, all.len()] {
+        assert_eq!(
+            run_chunked(&all, size, DEFAULT_MAX_FRAME, MalformedPolicy::Close),
+            expected,
+            "chunks of {size}"
+        );
+    }
+}
+
+#[test]
+fn shared_samples_frame_whole_when_present() {
+    let dir = std::env::var_os("COT_SAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cot-samples")
+        });
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!(
+            "skipping: no CoT samples at {} (set COT_SAMPLES_DIR)",
+            dir.display()
+        );
+        return;
+    };
+    let mut seen = 0;
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().is_some_and(|e| e == "cot") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(
+                single(&bytes).bytes().as_ref(),
+                bytes.as_slice(),
+                "{}",
+                path.display()
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no .cot file in {}", dir.display());
+}
+
+// --- classes and control messages ---
+
+#[test]
+fn class_is_the_first_two_atoms_from_a_closed_set() {
+    for (t, class) in [
+        ("a-f-G-U-C", "a-f"),
+        ("b-t-f", "b-t"),
+        ("t-x-c-t", "t-x"),
+        ("y-z", "y-z"),
+        ("c-a", "c-a"),
+        ("u-rb-a", "other"),
+        ("a-F-G", "other"),
+        ("A-f", "other"),
+        ("x-f-G", "other"),
+        ("a", "other"),
+        ("a-", "other"),
+        ("a-f-", "a-f"),
+        ("", "other"),
+        ("a-é", "other"),
+    ] {
+        assert_eq!(CotClass::from_type(t).as_str(), class, "{t}");
+    }
+    let labels: Vec<&str> = CotClass::all().map(CotClass::as_str).collect();
+    assert_eq!(labels.len(), 157);
+    assert_eq!(labels[0], "other");
+    let distinct: std::collections::HashSet<&str> = labels.iter().copied().collect();
+    assert_eq!(distinct.len(), 157);
+    for class in CotClass::all().skip(1) {
+        assert_eq!(CotClass::from_type(class.as_str()), class);
+    }
+}
+
+#[test]
+fn ping_and_negotiation_messages_are_recognised() {
+    let ping = single(PING);
+    assert!(ping.is_ping());
+    assert_eq!(ping.class().as_str(), "t-x");
+    assert_eq!(ping.uid(), Some("ANDROID-1-ping"));
+
+    let pong = single(b"<event uid='takPong' type='t-x-c-t-r'/>");
+    assert!(!pong.is_ping());
+
+    let v = single(
+        b"<event version='2.0' uid='protouid' type='t-x-takp-v' how='m-g'><point lat='0' lon='0'/>\
+          <detail><TakControl><TakProtocolSupport version='1'/></TakControl></detail></event>",
+    );
+    assert_eq!(v.negotiation(), Some(Negotiation::Support));
+    assert_eq!(
+        v.negotiation().map(Negotiation::cot_type),
+        Some("t-x-takp-v")
+    );
+
+    let q = single(b"<event type=\"t-x-takp-q\"><detail><TakControl><TakRequest version=\"1\"/></TakControl></detail></event>");
+    assert_eq!(q.negotiation(), Some(Negotiation::Request));
+
+    let yes = single(b"<event type=\"t-x-takp-r\"><detail><TakControl><TakResponse status=\"true\"/></TakControl></detail></event>");
+    assert_eq!(
+        yes.negotiation(),
+        Some(Negotiation::Response { accepted: true })
+    );
+
+    let no = single(b"<event type=\"t-x-takp-r\"><detail><TakControl><TakResponse status=\"false\"/></TakControl></detail></event>");
+    assert_eq!(
+        no.negotiation(),
+        Some(Negotiation::Response { accepted: false })
+    );
+
+    let bare = single(b"<event type=\"t-x-takp-r\"><detail/></event>");
+    assert_eq!(
+        bare.negotiation(),
+        Some(Negotiation::Response { accepted: false })
+    );
+
+    // A TakResponse inside some other event says nothing about negotiation.
+    let other =
+        single(b"<event type=\"a-f-G\"><detail><TakResponse status=\"true\"/></detail></event>");
+    assert_eq!(other.negotiation(), None);
+}
+
+#[test]
+fn auth_frames_are_their_own_kind() {
+    let auth = b"<auth><cot username=\"u\" password=\"p\" uid=\"x\"/></auth>";
+    let frame = single(auth);
+    assert_eq!(frame.kind(), FrameKind::Auth);
+    assert_eq!(frame.class(), CotClass::OTHER);
+    assert_eq!(frame.bytes().as_ref(), auth);
+    assert_eq!(frame.uid(), None);
+}
+
+// --- XML edge cases ---
+
+#[test]
+fn end_event_inside_cdata_comment_and_attribute_does_not_split() {
+    let cases: &[&[u8]] = &[
+        b"<event type='a-f'><detail><![CDATA[</event><event>]]]]></detail></event>",
+        b"<event type='a-f'><detail><!-- </event> <event> --></detail></event>",
+        b"<event type='a-f' how='</event>' remarks=\"a > b\"><detail x='>'/></event>",
+        b"<event type='a-f'><remarks>a &gt; b &lt;/event&gt; &#x41;&#66;&amp;</remarks></event>",
+    ];
+    for case in cases {
+        for size in [1, 2, 5, case.len()] {
+            assert_eq!(
+                run_chunked(case, size, DEFAULT_MAX_FRAME, MalformedPolicy::Close),
+                vec![frame_outcome(case, FrameKind::Event, "a-f")],
+                "{} in chunks of {size}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+}
+
+#[test]
+fn self_closing_event_and_nested_elements() {
+    let empty = b"<event version='2.0' uid='x' type='b-t-f'/>";
+    assert_eq!(single(empty).class().as_str(), "b-t");
+    let nested = b"<event type='a-h'><detail><a><b><c/></b></a><a/></detail></event>";
+    assert_eq!(single(nested).bytes().as_ref(), nested);
+}
+
+#[test]
+fn whitespace_between_frames_belongs_to_none_but_prolog_whitespace_is_kept() {
+    let one = b"<event type='a-f'/>";
+    let two = b"<?xml version='1.0' encoding='UTF-8' standalone='yes'?>\n<!-- c -->\r\n<event type='b-m'>\n</event>";
+    let three = b"<!-- prolog comment --><auth><cot username='u'/></auth>";
+    let mut input = b" \r\n\t".to_vec();
+    input.extend_from_slice(one);
+    input.extend_from_slice(b"\n\n  ");
+    input.extend_from_slice(two);
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(three);
+    input.extend_from_slice(b"\n  \n");
+    let expected = vec![
+        frame_outcome(one, FrameKind::Event, "a-f"),
+        frame_outcome(two, FrameKind::Event, "b-m"),
+        frame_outcome(three, FrameKind::Auth, "other"),
+    ];
+    for size in [1, 3, input.len()] {
+        let mut f = framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+        assert_eq!(
+            run(&mut f, input.chunks(size)),
+            expected,
+            "chunks of {size}"
+        );
+        assert_eq!(f.buffered_len(), 0, "trailing whitespace is dropped");
+    }
+}
+
+#[test]
+fn multibyte_utf8_split_at_every_offset() {
+    let event = "<?xml version='1.0'?>\n<event type='a-f' uid='日本-𝄞'><detail><contact callsign='Zoë 🚁'/>\
+                 <remarks>déjà vu — 𝄞 日本語 \u{FEFF}</remarks></detail></event>"
+        .as_bytes();
+    for split in 0..=event.len() {
+        let (a, b) = event.split_at(split);
+        // The empty chunk asks for a frame again with nothing new: the scanner must not lose
+        // its place (just after a `?`, say).
+        let got = run(
+            &mut framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close),
+            [a, b"", b],
+        );
+        assert_eq!(
+            got,
+            vec![frame_outcome(event, FrameKind::Event, "a-f")],
+            "split at {split}"
+        );
+    }
+    assert_eq!(single(event).uid(), Some("日本-𝄞"));
+}
+
+#[test]
+fn byte_order_mark_in_text_does_not_shift_error_offsets() {
+    // quick-xml strips a BOM at the start of what it is given without counting it.
+    let input = "<event type='a-f'><a>\u{FEFF}</b></event>".as_bytes();
+    let err = first_error(input, MalformedPolicy::Close);
+    assert!(
+        matches!(err.reason(), Reason::MismatchedEnd { .. }),
+        "{err}"
+    );
+    let at = input.windows(4).position(|w| w == b"</b>").unwrap() as u64;
+    assert_eq!(err.offset(), at);
+}
+
+// --- refused input ---
+
+#[test]
+fn doctype_is_refused_anywhere() {
+    for input in [
+        &b"<?xml version='1.0'?><!DOCTYPE event><event/>"[..],
+        b"<!doctype event SYSTEM 'file:///etc/passwd'><event/>",
+        b"<event type='a-f'><detail><!DOCTYPE x></detail></event>",
+        b"<!D",
+    ] {
+        let err = first_error(input, MalformedPolicy::Close);
+        assert_eq!(
+            err.kind(),
+            FrameErrorKind::Doctype,
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+        assert!(err.is_terminal());
+    }
+    let err = first_error(b"<!ELEMENT x ANY><event/>", MalformedPolicy::Close);
+    assert_eq!(err.kind(), FrameErrorKind::Malformed);
+}
+
+#[test]
+fn billion_laughs_is_a_doctype_error_not_an_expansion() {
+    let mut bomb =
+        String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n");
+    let mut previous = String::from("lol");
+    for i in 1..=9 {
+        let refs = format!("&{previous};").repeat(10);
+        bomb.push_str(&format!(" <!ENTITY lol{i} \"{refs}\">\n"));
+        previous = format!("lol{i}");
+    }
+    bomb.push_str("]>\n<event type='a-f'><remarks>&lol9;</remarks></event>");
+    let mut f = framer(DEFAULT_MAX_FRAME, MalformedPolicy::Drop);
+    let out = run(&mut f, bomb.as_bytes().chunks(7));
+    let doctype_at = bomb.find("<!DOCTYPE").unwrap() as u64;
+    // Then the resynchronised event fails on its undeclared entity: nothing was expanded.
+    assert_eq!(
+        out,
+        vec![
+            Outcome::Error(FrameErrorKind::Doctype, doctype_at, false),
+            Outcome::Error(
+                FrameErrorKind::Malformed,
+                bomb.find("&lol9;").unwrap() as u64,
+                false
+            ),
+        ]
+    );
+    assert!(f.buffered_len() < 16);
+}
+
+#[test]
+fn undeclared_entities_are_errors_in_text_and_attributes() {
+    let err = first_error(
+        b"<event><remarks>&xxe;</remarks></event>",
+        MalformedPolicy::Close,
+    );
+    assert!(
+        matches!(err.reason(), Reason::UnknownEntity(name) if name == "xxe"),
+        "{err}"
+    );
+    let err = first_error(b"<event type='&xxe;'/>", MalformedPolicy::Close);
+    assert_eq!(err.kind(), FrameErrorKind::Malformed);
+    let err = first_error(
+        b"<event><remarks>a & b</remarks></event>",
+        MalformedPolicy::Close,
+    );
+    assert_eq!(err.kind(), FrameErrorKind::Malformed);
+}
+
+#[test]
+fn malformed_structures_have_their_reasons() {
+    type IsReason = fn(&Reason) -> bool;
+    let cases: &[(&[u8], IsReason)] = &[
+        (b"<event><a></b></event>", |r| {
+            matches!(r, Reason::MismatchedEnd { .. })
+        }),
+        (b"<event></a>", |r| {
+            matches!(r, Reason::MismatchedEnd { .. })
+        }),
+        (b"</event>", |r| matches!(r, Reason::UnmatchedEnd(_))),
+        (
+            b"<html><body/></html>",
+            |r| matches!(r, Reason::UnexpectedRoot(name) if name == "html"),
+        ),
+        (b"hello<event/>", |r| {
+            matches!(r, Reason::TextOutsideElement)
+        }),
+        (b"<![CDATA[x]]><event/>", |r| {
+            matches!(r, Reason::TextOutsideElement)
+        }),
+        (b"<!-- c --><?xml version='1.0'?><event/>", |r| {
+            matches!(r, Reason::MisplacedDecl)
+        }),
+        (b"<event><?xml version='1.0'?></event>", |r| {
+            matches!(r, Reason::MisplacedDecl)
+        }),
+        (b"<event a='1' a='2'/>", |r| matches!(r, Reason::Xml(_))),
+        (b"<event><!-- a -- b --></event>", |r| {
+            matches!(r, Reason::Xml(_))
+        }),
+        (b"<event>\xff\xfe</event>", |r| matches!(r, Reason::Xml(_))),
+        (b"<event type='\xc3'/>", |r| matches!(r, Reason::Xml(_))),
+        (b"<!x>", |r| matches!(r, Reason::Xml(_))),
+    ];
+    for (input, check) in cases {
+        let err = first_error(input, MalformedPolicy::Close);
+        assert_eq!(
+            err.kind(),
+            FrameErrorKind::Malformed,
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+        assert!(
+            check(err.reason()),
+            "{}: {err}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn garbage_then_event_under_drop_and_close() {
+    let event = b"<?xml version='1.0'?><event type='a-f'/>";
+    let mut input = b"\x00\x01garbage </event> more <eventually".to_vec();
+    input.extend_from_slice(event);
+    let drop = vec![
+        Outcome::Error(FrameErrorKind::Malformed, 0, false),
+        frame_outcome(event, FrameKind::Event, "a-f"),
+    ];
+    for size in [1, 4, input.len()] {
+        assert_eq!(
+            run_chunked(&input, size, DEFAULT_MAX_FRAME, MalformedPolicy::Drop),
+            drop
+        );
+    }
+
+    let mut f = framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+    let out = run(&mut f, [input.as_slice()]);
+    assert_eq!(
+        out,
+        vec![Outcome::Error(FrameErrorKind::Malformed, 0, true)]
+    );
+    f.push(event);
+    assert_eq!(f.buffered_len(), 0);
+    for _ in 0..3 {
+        let err = f.next_frame().unwrap_err();
+        assert!(err.is_terminal() && err.offset() == 0);
+    }
+}
+
+#[test]
+fn drop_resumes_after_a_bad_frame_in_the_middle() {
+    let good = b"<event type='a-f'/>";
+    let mut input = good.to_vec();
+    input.extend_from_slice(b"<event type='a-h'><a></b></event>");
+    input.extend_from_slice(good);
+    let bad_at = input.windows(4).position(|w| w == b"</b>").unwrap() as u64;
+    let expected = vec![
+        frame_outcome(good, FrameKind::Event, "a-f"),
+        Outcome::Error(FrameErrorKind::Malformed, bad_at, false),
+        frame_outcome(good, FrameKind::Event, "a-f"),
+    ];
+    for size in [1, 9, input.len()] {
+        assert_eq!(
+            run_chunked(&input, size, DEFAULT_MAX_FRAME, MalformedPolicy::Drop),
+            expected
+        );
+    }
+
+    // A message cut short by the next one: the resumed frame keeps its declaration.
+    let next = b"<?xml version='1.0'?><event type='b-t'/>";
+    let mut input = b"<event type='a-f'><detail>".to_vec();
+    input.extend_from_slice(next);
+    let expected = vec![
+        Outcome::Error(FrameErrorKind::Malformed, 26, false),
+        frame_outcome(next, FrameKind::Event, "b-t"),
+    ];
+    for size in [1, input.len()] {
+        assert_eq!(
+            run_chunked(&input, size, DEFAULT_MAX_FRAME, MalformedPolicy::Drop),
+            expected
+        );
+    }
+}
+
+#[test]
+fn frame_larger_than_max_is_terminal_and_exact_size_passes() {
+    let max = 100;
+    let fits = {
+        let mut e = b"<event type='a-f'><remarks>".to_vec();
+        let tail = b"</remarks></event>";
+        e.resize(max - tail.len(), b'x');
+        e.extend_from_slice(tail);
+        e
+    };
+    assert_eq!(fits.len(), max);
+    assert_eq!(
+        run_chunked(&fits, 1, max, MalformedPolicy::Drop),
+        vec![frame_outcome(&fits, FrameKind::Event, "a-f")]
+    );
+
+    let mut open = b"<event type='a-f'><remarks>".to_vec();
+    open.resize(max + 1, b'x');
+    for size in [1, 10, open.len()] {
+        let mut f = framer(max, MalformedPolicy::Drop);
+        assert_eq!(
+            run(&mut f, open[..max].chunks(size)),
+            vec![],
+            "nothing yet at {max} bytes"
+        );
+        assert_eq!(f.buffered_len(), max);
+        f.push(&open[max..]);
+        let err = f.next_frame().unwrap_err();
+        assert_eq!(err.kind(), FrameErrorKind::TooLarge);
+        assert!(err.is_terminal());
+        assert_eq!(f.buffered_len(), 0);
+    }
+
+    // A huge tag never completes a token, and is caught all the same.
+    let mut tag = b"<event type='".to_vec();
+    tag.resize(10 * max, b'a');
+    let out = run_chunked(&tag, 7, max, MalformedPolicy::Close);
+    assert_eq!(out, vec![Outcome::Error(FrameErrorKind::TooLarge, 0, true)]);
+}
+
+#[test]
+fn binary_junk_is_refused_without_panicking() {
+    let mut junk = Vec::new();
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..64 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        junk.push(x as u8);
+    }
+    let close = run_chunked(&junk, 1460, DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+    assert!(
+        matches!(
+            close.as_slice(),
+            [Outcome::Error(FrameErrorKind::Malformed, _, true)]
+        ),
+        "{close:?}"
+    );
+
+    let mut f = framer(4096, MalformedPolicy::Drop);
+    let drop = run(&mut f, junk.chunks(1460));
+    assert!(!drop.is_empty());
+    assert!(drop
+        .iter()
+        .all(|o| matches!(o, Outcome::Error(k, _, false) if *k != FrameErrorKind::TooLarge)));
+    f.push(PING);
+    let mut out = Vec::new();
+    drain(&mut f, &mut out);
+    assert_eq!(
+        out.last(),
+        Some(&frame_outcome(PING, FrameKind::Event, "t-x"))
+    );
+}
+
+#[test]
+fn deep_nesting_is_iterative_and_linear() {
+    for (depth, chunk) in [(10_000, 1), (140_000, 16 * 1024)] {
+        let mut event = b"<event type='a-f'><detail>".to_vec();
+        event.extend(b"<a>".repeat(depth));
+        event.extend(b"</a>".repeat(depth));
+        event.extend_from_slice(b"</detail></event>");
+        assert!(event.len() <= DEFAULT_MAX_FRAME);
+        assert_eq!(
+            run_chunked(&event, chunk, DEFAULT_MAX_FRAME, MalformedPolicy::Close),
+            vec![frame_outcome(&event, FrameKind::Event, "a-f")]
+        );
+    }
+}
+
+#[test]
+fn read_buf_is_an_append_only_view() {
+    let mut f = Framer::new(FramerConfig::default());
+    for chunk in PING.chunks(10) {
+        let buf = f.read_buf(chunk.len());
+        assert!(buf.capacity() - buf.len() >= chunk.len());
+        buf.extend_from_slice(chunk);
+    }
+    assert_eq!(
+        f.next_frame().unwrap().map(Frame::into_bytes).as_deref(),
+        Some(PING)
+    );
+
+    f.push(b"<event");
+    assert!(f.next_frame().unwrap().is_none());
+    f.read_buf(0).clear();
+    let err = f.next_frame().unwrap_err();
+    assert!(matches!(err.reason(), Reason::BufferShrunk) && err.is_terminal());
+}
+
+// --- TAK protocol version 1 ---
+
+fn proto_framer(max_frame: usize, policy: MalformedPolicy) -> Framer {
+    let mut f = framer(max_frame, policy);
+    f.switch_to_protobuf();
+    assert!(f.is_protobuf());
+    f
+}
+
+#[test]
+fn protobuf_frames_split_at_every_offset() {
+    let frames: Vec<Vec<u8>> = vec![
+        proto_frame(b""),
+        proto_frame(&[0x0a, 0x03, b'a', b'b', b'c']),
+        proto_frame(&[0x5a; 300]),
+        proto_frame(&[0xbf; 20_000]),
+    ];
+    let stream: Vec<u8> = frames.concat();
+    let expected: Vec<Outcome> = frames
+        .iter()
+        .map(|f| frame_outcome(f, FrameKind::Proto, "other"))
+        .collect();
+    for split in 0..=stream.len() {
+        let (a, b) = stream.split_at(split);
+        let got = run(
+            &mut proto_framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close),
+            [a, b],
+        );
+        assert_eq!(got, expected, "split at {split}");
+    }
+    assert_eq!(
+        run(
+            &mut proto_framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close),
+            stream.chunks(1)
+        ),
+        expected
+    );
+}
+
+#[test]
+fn protobuf_bad_magic_length_and_varint() {
+    let good = proto_frame(b"\x0a\x01x");
+
+    let mut bad_magic = b"\n".to_vec();
+    bad_magic.extend_from_slice(&good);
+    let err = first_error(&bad_magic, MalformedPolicy::Close);
+    assert_eq!(err.kind(), FrameErrorKind::Malformed);
+
+    let mut f = proto_framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+    let close = run(&mut f, [bad_magic.as_slice()]);
+    assert_eq!(
+        close,
+        vec![Outcome::Error(FrameErrorKind::Malformed, 0, true)]
+    );
+    let mut f = proto_framer(DEFAULT_MAX_FRAME, MalformedPolicy::Drop);
+    let drop = run(&mut f, bad_magic.chunks(1));
+    assert_eq!(
+        drop,
+        vec![
+            Outcome::Error(FrameErrorKind::Malformed, 0, false),
+            frame_outcome(&good, FrameKind::Proto, "other"),
+        ]
+    );
+
+    // Declared length over the limit: refused from the header, before any payload.
+    let mut f = proto_framer(1000, MalformedPolicy::Drop);
+    f.push(&[PROTO_MAGIC, 0xe8, 0x07]);
+    let err = f.next_frame().unwrap_err();
+    assert_eq!(
+        (err.kind(), err.is_terminal()),
+        (FrameErrorKind::TooLarge, true)
+    );
+    // Header plus payload exactly at the limit passes.
+    let exact = proto_frame(&vec![1u8; 1000 - 3]);
+    assert_eq!(exact.len(), 1000);
+    assert_eq!(
+        run(
+            &mut proto_framer(1000, MalformedPolicy::Close),
+            exact.chunks(100)
+        ),
+        vec![frame_outcome(&exact, FrameKind::Proto, "other")]
+    );
+
+    // u64::MAX is a valid ten-byte varint, and far too large.
+    let mut max = vec![PROTO_MAGIC];
+    max.extend_from_slice(&[0xff; 9]);
+    max.push(0x01);
+    let err = run(
+        &mut proto_framer(DEFAULT_MAX_FRAME, MalformedPolicy::Drop),
+        [max.as_slice()],
+    );
+    assert_eq!(err, vec![Outcome::Error(FrameErrorKind::TooLarge, 0, true)]);
+
+    for bad in [
+        [&[PROTO_MAGIC][..], &[0xff; 9], &[0x02]].concat(),
+        [&[PROTO_MAGIC][..], &[0x80; 10], &[0x00]].concat(),
+    ] {
+        let mut f = proto_framer(DEFAULT_MAX_FRAME, MalformedPolicy::Drop);
+        let mut input = bad.clone();
+        input.extend_from_slice(&good);
+        let out = run(&mut f, input.chunks(1));
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Error(FrameErrorKind::Malformed, 0, false),
+                frame_outcome(&good, FrameKind::Proto, "other"),
+            ],
+            "{bad:x?}"
+        );
+    }
+}
+
+#[test]
+fn switch_after_negotiation_reads_the_rest_as_protobuf() {
+    let response = b"<event type='t-x-takp-r'><detail><TakControl><TakResponse status='true'/></TakControl></detail></event>";
+    let proto = proto_frame(b"\x0a\x02hi");
+    let mut input = response.to_vec();
+    input.extend_from_slice(&proto);
+
+    let mut f = Framer::new(FramerConfig::default());
+    f.push(&input);
+    let first = f.next_frame().unwrap().unwrap();
+    assert_eq!(
+        first.negotiation(),
+        Some(Negotiation::Response { accepted: true })
+    );
+    f.switch_to_protobuf();
+    let second = f.next_frame().unwrap().unwrap();
+    assert_eq!(
+        (second.kind(), second.bytes().as_ref()),
+        (FrameKind::Proto, proto.as_slice())
+    );
+    assert!(f.next_frame().unwrap().is_none());
+}
+
+// --- properties ---
+
+fn text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 .,:éü日本𝄞🚁\t\n]{0,24}"
+}
+
+fn escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+}
+
+fn detail_part() -> impl Strategy<Value = String> {
+    prop_oneof![
+        text().prop_map(|t| format!("<contact callsign='{}'/>", escaped(&t))),
+        text().prop_map(|t| format!("<remarks>{}</remarks>", escaped(&t))),
+        "[a-z<>/é ]{0,20}".prop_map(|t| format!("<![CDATA[{t}]]>")),
+        "[a-z<>/é ]{0,20}".prop_map(|t| format!("<!--{t} -->")),
+        Just("<link uid='x' relation='p-p' remarks='a&amp;b &#x3c;/event&#62;'/>".to_owned()),
+        (1usize..20).prop_map(|d| format!("{}{}", "<n>".repeat(d), "</n>".repeat(d))),
+    ]
+}
+
+/// A valid event and the class label it must report.
+fn generated_event() -> impl Strategy<Value = (Vec<u8>, &'static str)> {
+    let types = prop::sample::select(vec![
+        ("a-f-G-U-C", "a-f"),
+        ("b-t-f", "b-t"),
+        ("t-x-c-t", "t-x"),
+        ("u-d-f", "u-d"),
+        ("y-z-Z", "y-z"),
+        ("x-custom", "other"),
+        ("a-", "other"),
+    ]);
+    (
+        any::<bool>(),
+        types,
+        "[a-zA-Z0-9-]{1,36}",
+        prop::collection::vec(detail_part(), 0..6),
+        any::<bool>(),
+    )
+        .prop_map(|(decl, (t, class), uid, parts, empty)| {
+            let mut s = String::new();
+            if decl {
+                s.push_str("<?xml version='1.0' encoding='UTF-8' standalone='yes'?>\n");
+            }
+            s.push_str(&format!(
+                "<event version=\"2.0\" uid=\"{uid}\" type=\"{t}\" how=\"m-g\""
+            ));
+            if empty && parts.is_empty() {
+                s.push_str("/>");
+            } else {
+                s.push_str("><point lat='1.5' lon='-2' hae='0' ce='9' le='9'/><detail>");
+                s.extend(parts);
+                s.push_str("</detail></event>");
+            }
+            (s.into_bytes(), class)
+        })
+}
+
+fn any_event() -> impl Strategy<Value = (Vec<u8>, &'static str)> {
+    prop_oneof![
+        prop::sample::select(FIXTURES.to_vec()).prop_map(|(_, b, c)| (b.to_vec(), c)),
+        generated_event(),
+    ]
+}
+
+/// Splits `bytes` at the given cut points (taken modulo the length).
+fn cut<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.push(bytes.len());
+    points.sort_unstable();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for p in points {
+        out.push(&bytes[from..p]);
+        from = p;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// (a) + (b): any events, any whitespace between them, any chunking: the same frames, in
+    /// order, as one push, and each is exactly the event's bytes.
+    #[test]
+    fn events_frame_the_same_under_any_chunking(
+        events in prop::collection::vec((any_event(), "[ \t\r\n]{0,3}"), 1..8),
+        cuts in prop::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for ((bytes, class), gap) in &events {
+            stream.extend_from_slice(gap.as_bytes());
+            stream.extend_from_slice(bytes);
+            expected.push(frame_outcome(bytes, FrameKind::Event, class));
+        }
+        let whole = run_whole(&stream, DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+        prop_assert_eq!(&whole, &expected);
+        let chunked = run(&mut framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close), cut(&stream, &cuts));
+        prop_assert_eq!(chunked, expected);
+    }
+
+    /// (c): arbitrary bytes, chunking, limit and policy: no panic, the buffer stays within the
+    /// limit plus one chunk (checked inside `run`), and the outcome does not depend on chunking.
+    #[test]
+    fn arbitrary_input_is_bounded_and_chunking_invariant(
+        pieces in prop::collection::vec(prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            any_event().prop_map(|(b, _)| b),
+            prop::sample::select(vec![
+                &b"<event"[..], b"</event>", b"<auth>", b"<?xml version='1.0'?>", b"<!--", b"-->",
+                b"<![CDATA[", b"]]>", b"'", b"\"", b">", b"<", b"<!D", b"&", b"\xbf", b"\n",
+            ]).prop_map(<[u8]>::to_vec),
+        ], 0..12),
+        cuts in prop::collection::vec(any::<usize>(), 0..30),
+        max_frame in 0usize..3000,
+        drop in any::<bool>(),
+        proto in any::<bool>(),
+    ) {
+        let stream = pieces.concat();
+        let policy = if drop { MalformedPolicy::Drop } else { MalformedPolicy::Close };
+        let make = || {
+            let mut f = framer(max_frame, policy);
+            if proto {
+                f.switch_to_protobuf();
+            }
+            f
+        };
+        let whole = run(&mut make(), [stream.as_slice()]);
+        let chunked = run(&mut make(), cut(&stream, &cuts));
+        prop_assert_eq!(whole, chunked);
+    }
+
+    /// (d): protobuf frames under any chunking.
+    #[test]
+    fn protobuf_frames_the_same_under_any_chunking(
+        payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..400), 1..10),
+        cuts in prop::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let frames: Vec<Vec<u8>> = payloads.iter().map(|p| proto_frame(p)).collect();
+        let stream = frames.concat();
+        let expected: Vec<Outcome> =
+            frames.iter().map(|f| frame_outcome(f, FrameKind::Proto, "other")).collect();
+        let chunked = run(&mut proto_framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close), cut(&stream, &cuts));
+        prop_assert_eq!(chunked, expected);
+    }
+}

@@ -1,0 +1,90 @@
+//! CoT-side helpers: a fake OTS CoT port that hands each accepted connection to the test, and
+//! TLS clients with certificates.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Mutex};
+use tokio_rustls::client::TlsStream;
+
+use crate::certs::{server_name, IssuedCert, TestPki};
+use crate::client::within;
+
+/// A fake OTS CoT port (8088) on `127.0.0.1:0`; each connection takgate opens is handed over.
+pub struct CotUpstream {
+    pub addr: SocketAddr,
+    conns: Mutex<mpsc::UnboundedReceiver<TcpStream>>,
+}
+
+impl CotUpstream {
+    pub async fn start() -> Arc<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                if tx.send(s).is_err() {
+                    return;
+                }
+            }
+        });
+        Arc::new(Self {
+            addr,
+            conns: Mutex::new(rx),
+        })
+    }
+
+    /// The next connection takgate opened upstream.
+    pub async fn accept(&self) -> TcpStream {
+        within(async { self.conns.lock().await.recv().await })
+            .await
+            .expect("upstream channel closed")
+    }
+
+    /// A connection if one was opened, without waiting.
+    pub async fn try_accept(&self) -> Option<TcpStream> {
+        self.conns.lock().await.try_recv().ok()
+    }
+}
+
+/// A TLS client to `addr`, presenting `client` if given.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    pki: &TestPki,
+    client: Option<&IssuedCert>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = within(TcpStream::connect(addr)).await?;
+    let mut tls = within(
+        tokio_rustls::TlsConnector::from(pki.client_config(client)).connect(server_name(), tcp),
+    )
+    .await?;
+    // With TLS 1.3 the server's verdict on the client certificate arrives after the client's
+    // handshake completes; a read surfaces it (a refusal reads as an error or end of stream).
+    use tokio::io::AsyncWriteExt;
+    tls.flush().await?;
+    Ok(tls)
+}
+
+/// A `[[stream]]` listener section in `mode` with the test PKI's files.
+pub fn stream_config(
+    name: &str,
+    upstream: SocketAddr,
+    mode: &str,
+    pki: &TestPki,
+    extra: &str,
+) -> String {
+    let tls = if mode == "passthrough" {
+        String::new()
+    } else {
+        format!(
+            "[stream.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nhandshake_timeout = \"500ms\"\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.ca_pem.display()
+        )
+    };
+    format!(
+        "[[stream]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\nmode = \"{mode}\"\n{extra}\n{tls}"
+    )
+}
