@@ -532,8 +532,9 @@ def revoke(env: Env, cert_path: str) -> None:
     os.replace(tmp, env.crl)
 
 
-def foreign_cert(d: Path, cn: str) -> tuple[str, str]:
-    """A client certificate for CN=cn from a CA that is not OTS's (same subject layout as OTS's)."""
+def foreign_cert(d: Path, cn: str, ca_cn: str = "Some-Other-CA") -> tuple[str, str]:
+    """A client certificate for CN=cn from a CA that is not OTS's (OTS's subject layout; the CA's
+    CN is ca_cn, which may be OTS's own CA name)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -555,7 +556,7 @@ def foreign_cert(d: Path, cn: str) -> tuple[str, str]:
         )
 
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = name("OpenTAKServer-CA")  # the same name as OTS's CA: only the key differs
+    ca_name = name(ca_cn)
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)

@@ -52,16 +52,30 @@ def test_authenticated_client_in_namespace(env, sio_admin, transports, final):
     assert c.disconnects.empty()
 
 
-def test_unauthenticated_client_is_dropped_by_ots(env):
-    """Control for the cookie: without a session OTS answers 41/socket.io (disconnect)."""
-    web = otslib.OtsWeb(env.web)
-    c = otslib.SioClient(web, env.web_origin, ["polling"])
+def namespace_connect(env, cookies) -> str:
+    """engine.io polling by hand: handshake, connect to namespace /socket.io, read the answer."""
+    http = otslib.requests.Session()
+    http.cookies.update(cookies)
+    h = {"Origin": env.web_origin}
+    url = env.web + "/socket.io/?EIO=4&transport=polling"
     try:
-        try:
-            c.connect()
-        except otslib.socketio.exceptions.ConnectionError:
-            return  # refused outright: also fine
-        c.disconnects.get(timeout=otslib.T)
+        r = http.get(url + "&t=a", headers=h, timeout=otslib.T)
+        assert r.status_code == 200, (r.status_code, r.text[:200])
+        sid = otslib.json.loads(r.text[1:])["sid"]
+        r = http.post(f"{url}&sid={sid}&t=b", data="40/socket.io,", headers=h, timeout=otslib.T)
+        assert r.status_code == 200 and r.text.lower() == "ok", (r.status_code, r.text[:200])
+        r = http.get(f"{url}&sid={sid}&t=c", headers=h, timeout=otslib.T)
+        assert r.status_code == 200, (r.status_code, r.text[:200])
+        return r.text
     finally:
-        c.close()
-        web.close()
+        http.close()
+
+
+def test_namespace_connect_needs_the_session_cookie(env, admin):
+    """OTS's @authenticated_only connect handler: with the session cookie (passed through by
+    takgate on polling requests) the namespace connect is accepted; without it OTS answers
+    41 (disconnect) right after 40."""
+    with_cookie = namespace_connect(env, admin.http.cookies)
+    assert with_cookie.startswith("40/socket.io,") and "41/socket.io" not in with_cookie, with_cookie
+    without = namespace_connect(env, {})
+    assert "41/socket.io" in without, without

@@ -105,7 +105,7 @@ def test_certificate_enrollment_through_enroll_listener(env, admin, conns):
     # 1. The CSR subject template, no client certificate needed on 8446.
     r = https(enroll, "GET", "/Marti/api/tls/config", env.ca_pem)
     assert r.status == 200, (r.status, r.text[:300])
-    entries = {e.get("name"): e.get("value") for e in ET.fromstring(r.body).iter("nameEntry")}
+    entries = {e.get("name"): e.get("value") for e in ET.fromstring(r.body).findall(".//{*}nameEntry")}
     assert set(entries) == {"O", "OU"}, r.text
 
     # 2. signClient/v2 with Basic auth and a CSR, as ATAK sends it (base64 body without PEM lines).

@@ -30,18 +30,19 @@ const profile = mkdtempSync(join(tmpdir(), "takgate-e2e-chromium-"));
 let browser;
 const consoleLog = [];
 try {
-  browser = await chromium.launch({
+  // A new, empty profile (--user-data-dir) for every run; playwright passes it itself.
+  browser = await chromium.launchPersistentContext(profile, {
     executablePath: args.chromium || "/usr/bin/chromium",
     headless: true,
     timeout,
+    viewport: { width: 1280, height: 720 },
     // Debian's chromium as root on a machine without a network: no sandbox, no background traffic.
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      `--user-data-dir=${profile}`,
     ],
   });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  const page = browser.pages()[0] || (await browser.newPage());
   page.setDefaultTimeout(timeout);
   page.on("console", (m) => consoleLog.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => consoleLog.push(`pageerror: ${e.message}`));
