@@ -84,24 +84,37 @@ proc_alive() { pid_of "$1" >/dev/null; }
 
 group_alive() { kill -0 -- "-$1" 2>/dev/null; }
 
-# stop_proc NAME: SIGTERM to the recorded process group, SIGKILL after 5 s.
-stop_proc() {
-  local name="$1" pid
-  if pid="$(pid_of "$name")"; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 5))
-    while group_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    if group_alive "$pid"; then
-      log "$name (pgid $pid) ignored SIGTERM for 5 s: SIGKILL"
-      kill -KILL -- "-$pid" 2>/dev/null || true
+# stop_procs NAME...: SIGTERM to each recorded process group at once, SIGKILL to those still
+# there after 5 s; forget their pid files.
+stop_procs() {
+  local name pid pgids=()
+  for name in "$@"; do
+    if pid="$(pid_of "$name")"; then
+      kill -TERM -- "-$pid" 2>/dev/null || true
+      pgids+=("$name:$pid")
     fi
-    # The leader may be a zombie of ours no more (we are a new shell); wait for the group to go.
-    deadline=$((SECONDS + 5))
-    while group_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    log "stopped $name (pgid $pid)"
-  fi
-  rm -f "$PIDS/$name.pid"
+    rm -f "$PIDS/$name.pid"
+  done
+  local entry deadline=$((SECONDS + 5)) left
+  while :; do
+    left=()
+    for entry in "${pgids[@]}"; do group_alive "${entry#*:}" && left+=("$entry"); done
+    [ ${#left[@]} -eq 0 ] || [ "$SECONDS" -ge "$deadline" ] && break
+    sleep 0.1
+  done
+  for entry in "${left[@]}"; do
+    log "${entry%%:*} (pgid ${entry#*:}) ignored SIGTERM for 5 s: SIGKILL"
+    kill -KILL -- "-${entry#*:}" 2>/dev/null || true
+  done
+  for entry in "${pgids[@]}"; do log "stopped ${entry%%:*} (pgid ${entry#*:})"; done
 }
+
+stop_proc() { stop_procs "$1"; }
+
+# RabbitMQ and every rabbitmq CLI call (each one starts epmd if none runs): loopback only.
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export ERL_EPMD_ADDRESS=127.0.0.1
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 
 # The environment of every OTS process (ots-run.md env.sh), written by ots-up with this run's ports.
 ots_env() {
@@ -143,7 +156,5 @@ start_ots_workers() {
 }
 
 stop_ots() {
-  stop_proc eud_handler
-  stop_proc cot_parser
-  stop_proc opentakserver
+  stop_procs eud_handler cot_parser opentakserver
 }

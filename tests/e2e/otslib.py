@@ -315,6 +315,39 @@ def settle_after_connect():
     time.sleep(1.0)
 
 
+def ots_queues() -> set:
+    """Names of RabbitMQ's queues (OTS declares one per registered EUD uid and callsign)."""
+    res = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, f"rabbitmqctl list_queues: {res.stderr}"
+    return set(res.stdout.split())
+
+
+def registered(uid: str, timeout: float = 5.0) -> bool:
+    """True once OTS has declared the EUD's queue for `uid`, i.e. its eud_handler had its RabbitMQ
+    channel open when the first SA arrived and the EUD will receive routed CoT (F3)."""
+    try:
+        harness.wait_until(lambda: uid in ots_queues(), timeout, f"OTS queue {uid}")
+        return True
+    except harness.HarnessError:
+        return False
+
+
+def registered_conn(open_conn: Callable[[], "CotConn"], prefix: str, attempts: int = 3):
+    """Open a CoT connection, send its first SA after the F3 wait, and check that OTS registered
+    it (its queue exists). OTS's race can still lose on a busy machine (the 1 s is a guess OTS
+    gives no signal for); then that connection is deaf for good, so open a new one. This is a
+    precondition of the receiving tests, not what they test. Returns (conn, uid, callsign)."""
+    for _ in range(attempts):
+        conn = open_conn()
+        settle_after_connect()
+        uid, callsign = unique(f"E2E-{prefix}-"), unique(f"{prefix}-")
+        conn.send(sa_event(uid, callsign))
+        if registered(uid):
+            return conn, uid, callsign
+        conn.close()
+    raise AssertionError(f"OTS did not register a {prefix} connection in {attempts} attempts (ots-run.md F3)")
+
+
 class CotConn:
     """A blocking CoT connection (plain TCP or TLS) that splits what it reads on </event>."""
 
@@ -699,3 +732,20 @@ class PytakClient:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), T)
+
+
+async def registered_pytak(env: Env, cert: str, key: str, prefix: str, attempts: int = 3):
+    """pytak's counterpart of registered_conn: returns (client, uid, callsign) once OTS has
+    registered the client's first SA (its queue exists)."""
+    import asyncio
+
+    for _ in range(attempts):
+        client = PytakClient(pytak_section(env, cert, key))
+        await client.connect()
+        await asyncio.sleep(1.0)  # OTS F3: see settle_after_connect
+        uid, callsign = unique(f"E2E-{prefix}-"), unique(f"{prefix}-")
+        await client.send(sa_event(uid, callsign))
+        if await asyncio.to_thread(registered, uid):
+            return client, uid, callsign
+        await client.close()
+    raise AssertionError(f"OTS did not register a pytak {prefix} client in {attempts} attempts (ots-run.md F3)")

@@ -143,10 +143,8 @@ def test_certificate_enrollment_through_enroll_listener(env, admin, conns):
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    watcher = otslib.CotConn.tcp(env.ots_tcp, "watcher")
+    watcher, _, _ = otslib.registered_conn(lambda: otslib.CotConn.tcp(env.ots_tcp, "watcher"), "WATCH")
     conns.append(watcher)
-    otslib.settle_after_connect()  # OTS F3
-    watcher.send(otslib.sa_event(unique("E2E-W-"), unique("W-")))
     conn = otslib.CotConn.tls(env.cot_addr, env.ca_pem, str(cert_path), str(key_path), name="enrolled")
     conns.append(conn)
     otslib.settle_after_connect()  # OTS F3

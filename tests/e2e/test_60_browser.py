@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import otslib
-from otslib import sa_event, unique
+from otslib import sa_event
 
 BROWSER = otslib.E2E / "browser"
 CHROMIUM = "/usr/bin/chromium"
@@ -97,7 +97,6 @@ def browser_ready():
 
 def test_cot_from_pytak_appears_in_browser_within_2s(env, admin, browser_ready, artifacts):
     _, cert, key = otslib.new_user_with_cert(admin, env, "e2ebrowser")
-    uid, callsign = unique("E2E-WEB-"), unique("WEB-")
     shot = artifacts / "e2e-browser.png"
     shot.unlink(missing_ok=True)
     drv = Driver(
@@ -117,18 +116,18 @@ def test_cot_from_pytak_appears_in_browser_within_2s(env, admin, browser_ready, 
         assert "administrator" in ready["me"], ready
 
         async def scenario():
-            c = otslib.PytakClient(otslib.pytak_section(env, cert, key))
-            await c.connect()
+            # Registered first (F3), so the measured SA is routed at once, not cached by OTS.
+            c, uid, callsign = await otslib.registered_pytak(env, cert, key, "WEB")
             try:
-                await asyncio.sleep(1.0)  # OTS F3: see otslib.settle_after_connect
-                drv.send({"expect": callsign})  # the browser starts its clock when it reads this
-                await c.send(sa_event(uid, callsign, 48.8584, 2.2945))
+                lat = "48.8584"
+                drv.send({"expect": callsign, "lat": lat})  # the browser starts its clock on this line
+                await c.send(sa_event(uid, callsign, float(lat), 2.2945))
                 # The session stays up until the page has the event.
-                return await asyncio.to_thread(drv.next, 25)
+                return uid, callsign, await asyncio.to_thread(drv.next, 25)
             finally:
                 await c.close()
 
-        seen = asyncio.run(asyncio.wait_for(scenario(), 60))
+        uid, callsign, seen = asyncio.run(asyncio.wait_for(scenario(), 90))
         assert seen["event"] == "seen", seen
         print(f"CoT on the page {seen['ms']:.0f} ms after the send ({seen['kind']} event): {seen['row']!r}")
         assert seen["ms"] < 2000, f"CoT appeared after {seen['ms']:.0f} ms"

@@ -2,8 +2,9 @@
 // that takgate serves, for tests/e2e/test_browser.py. Protocol on stdin/stdout, one JSON object
 // per line:
 //   -> {"event":"ready", "status": "..."}           logged in, Socket.IO connected
-//   <- {"expect": "<callsign>"}                      the test is about to send that CoT
-//   -> {"event":"seen", "ms": N, "kind": "...", "row": "..."}   row with that callsign appeared
+//   <- {"expect": "<callsign>", "lat": "<lat>"}     the test is about to send that CoT
+//   -> {"event":"seen", "ms": N, "kind": "...", "row": "..."}   a row with that callsign and
+//      latitude appeared
 //      (ms counted from the moment the expect line was read), or {"event":"error", ...}
 //   then a screenshot is written and {"event":"done"} printed.
 // Arguments: --url U --user U --password P --screenshot FILE [--chromium PATH] [--timeout MS]
@@ -59,17 +60,15 @@ try {
   if (!status.startsWith("connected")) throw new Error(`page status: ${status}`);
   out({ event: "ready", status, me: await page.textContent("#me") });
 
-  const expect = JSON.parse(await nextLine()).expect;
+  const { expect, lat } = JSON.parse(await nextLine());
   const t0 = performance.now();
-  const row = page.locator(`tr.event[data-callsign="${expect}"]`).first();
+  const row = page.locator(`tr.event[data-callsign="${expect}"][data-lat="${lat}"]`).first();
   await row.waitFor({ state: "visible", timeout });
   const ms = performance.now() - t0;
   out({
     event: "seen", ms, kind: await row.getAttribute("data-kind"), uid: await row.getAttribute("data-uid"),
     row: await row.innerText(), status: await page.textContent("#status"),
   });
-  // Let the other event for the same EUD (eud and point) land too, for the picture only.
-  await page.locator(`tr.event[data-callsign="${expect}"]`).nth(1).waitFor({ timeout: 2000 }).catch(() => {});
   await page.screenshot({ path: args.screenshot, fullPage: true });
   out({ event: "done", screenshot: args.screenshot });
 } catch (e) {
