@@ -17,11 +17,10 @@ import re
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -105,9 +104,7 @@ class Env:
 
     def ots_ctl(self, *args: str, timeout: float = 150) -> str:
         env = dict(os.environ, OTS_E2E_RUN=str(self.run))
-        res = subprocess.run(
-            [str(E2E / "ots-ctl"), *args], env=env, capture_output=True, text=True, timeout=timeout
-        )
+        res = subprocess.run([str(E2E / "ots-ctl"), *args], env=env, capture_output=True, text=True, timeout=timeout)
         assert res.returncode == 0, f"ots-ctl {' '.join(args)} failed ({res.returncode}):\n{res.stdout}{res.stderr}"
         return res.stdout + res.stderr
 
@@ -364,7 +361,9 @@ class CotConn:
         return cls(s, name)
 
     @classmethod
-    def tls(cls, addr: tuple[str, int], ca: Path, cert: Optional[str], key: Optional[str], name: str = "tls") -> "CotConn":
+    def tls(
+        cls, addr: tuple[str, int], ca: Path, cert: Optional[str], key: Optional[str], name: str = "tls"
+    ) -> "CotConn":
         s = socket.create_connection(addr, timeout=T)
         try:
             ts = client_context(ca, cert, key).wrap_socket(s, server_hostname="opentakserver")
@@ -409,7 +408,9 @@ class CotConn:
             if self.closed:
                 raise AssertionError(f"{self.name}: connection closed ({self.close_reason}) before {what}")
             if left <= 0:
-                raise AssertionError(f"{self.name}: nothing matching {what} within {timeout}s ({len(self.frames)} frames)")
+                raise AssertionError(
+                    f"{self.name}: nothing matching {what} within {timeout}s ({len(self.frames)} frames)"
+                )
             self._read(left)
 
     def wait_closed(self, timeout: float) -> float:
@@ -590,17 +591,7 @@ def foreign_cert(d: Path, cn: str, ca_cn: str = "Some-Other-CA") -> tuple[str, s
 
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = name(ca_cn)
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    # (Its own certificate is never needed: only the key signs, and no one trusts it.)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     cert = (
         x509.CertificateBuilder()
@@ -702,7 +693,9 @@ class PytakClient:
         while True:
             left = deadline - loop.time()
             if left <= 0:
-                raise AssertionError(f"pytak: nothing matching {what} within {timeout}s ({len(self.received)} received)")
+                raise AssertionError(
+                    f"pytak: nothing matching {what} within {timeout}s ({len(self.received)} received)"
+                )
             get = asyncio.ensure_future(self.tool.rx_queue.get())
             done, _ = await asyncio.wait({get, self.run}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             if get in done:

@@ -69,7 +69,12 @@ def test_login_rest_call_logout(env):
         r = web.post("/api/markers", {})
         assert r.status_code == 400 and "latitude" in r.text, (r.status_code, r.text[:300])
         name = otslib.unique("e2eapi")
-        payload = {"username": name, "password": "E2e-Passw0rd!", "confirm_password": "E2e-Passw0rd!", "roles": ["user"]}
+        payload = {
+            "username": name,
+            "password": "E2e-Passw0rd!",
+            "confirm_password": "E2e-Passw0rd!",
+            "roles": ["user"],
+        }
         r = web.post("/api/user/add", payload)
         assert r.status_code == 200 and r.json().get("success") is True, r.text[:300]
         r = web.get("/api/users/all")

@@ -9,7 +9,7 @@ import asyncio
 import xml.etree.ElementTree as ET
 
 import otslib
-from otslib import CotConn, callsign_of, sa_event, settle_after_connect, unique
+from otslib import CotConn, callsign_of, sa_event
 
 
 def uid_of(frame: bytes) -> str:

@@ -56,8 +56,12 @@ def test_marti_listener_requires_a_client_certificate(env):
 
 def test_groups_all_answers_for_the_certificate_user(env, grouped_users):
     (a, ua), (b, ub) = grouped_users.items()
-    names_a = group_names(https(env.http_addr("marti"), "GET", "/Marti/api/groups/all", env.ca_pem, ua["cert"], ua["key"]))
-    names_b = group_names(https(env.http_addr("marti"), "GET", "/Marti/api/groups/all", env.ca_pem, ub["cert"], ub["key"]))
+    names_a = group_names(
+        https(env.http_addr("marti"), "GET", "/Marti/api/groups/all", env.ca_pem, ua["cert"], ua["key"])
+    )
+    names_b = group_names(
+        https(env.http_addr("marti"), "GET", "/Marti/api/groups/all", env.ca_pem, ub["cert"], ub["key"])
+    )
     assert ua["group"] in names_a and ub["group"] not in names_a, names_a
     assert ub["group"] in names_b and ua["group"] not in names_b, names_b
 
@@ -66,7 +70,12 @@ def test_marti_listener_overwrites_a_client_supplied_x_ssl_cert(env, grouped_use
     """B connects with B's certificate and sends A's certificate in X-Ssl-Cert: OTS sees B."""
     (a, ua), (b, ub) = grouped_users.items()
     r = https(
-        env.http_addr("marti"), "GET", "/Marti/api/groups/all", env.ca_pem, ub["cert"], ub["key"],
+        env.http_addr("marti"),
+        "GET",
+        "/Marti/api/groups/all",
+        env.ca_pem,
+        ub["cert"],
+        ub["key"],
         headers={"X-Ssl-Cert": otslib.escaped_cert(ua["cert"])},
     )
     names = group_names(r)
@@ -85,7 +94,9 @@ def test_spoofed_x_ssl_cert_on_web_listener_is_not_accepted(env, grouped_users):
     assert r.status_code == 400, (r.status_code, r.text[:300])
     assert r.json()["error"] == NO_SSL
     # Any spelling of the header name.
-    r = otslib.requests.get(env.web + "/Marti/api/groups/all", headers={"x-ssl-cert": spoof["X-Ssl-Cert"]}, timeout=otslib.T)
+    r = otslib.requests.get(
+        env.web + "/Marti/api/groups/all", headers={"x-ssl-cert": spoof["X-Ssl-Cert"]}, timeout=otslib.T
+    )
     assert r.status_code == 400 and r.json()["error"] == NO_SSL
 
 
@@ -117,8 +128,12 @@ def test_certificate_enrollment_through_enroll_listener(env, admin, conns):
     uid = unique("ANDROID-e2e-")
     basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
     r = https(
-        enroll, "POST", f"/Marti/api/tls/signClient/v2?clientUid={uid}&version=5.4", env.ca_pem,
-        headers={"Authorization": basic, "Accept": "application/json", "Content-Type": "text/plain"}, body=body,
+        enroll,
+        "POST",
+        f"/Marti/api/tls/signClient/v2?clientUid={uid}&version=5.4",
+        env.ca_pem,
+        headers={"Authorization": basic, "Accept": "application/json", "Content-Type": "text/plain"},
+        body=body,
     )
     assert r.status == 200, (r.status, r.text[:500])
     signed = r.json()["signedCert"]
@@ -127,12 +142,20 @@ def test_certificate_enrollment_through_enroll_listener(env, admin, conns):
     )
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == username
     ca = x509.load_pem_x509_certificate(env.ca_pem.read_bytes())
-    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+    ca.public_key().verify(
+        cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
+    )
 
     # Wrong password: refused.
     bad = "Basic " + base64.b64encode(f"{username}:wrong".encode()).decode()
-    r = https(enroll, "POST", f"/Marti/api/tls/signClient/v2?clientUid={uid}", env.ca_pem,
-              headers={"Authorization": bad}, body=body)
+    r = https(
+        enroll,
+        "POST",
+        f"/Marti/api/tls/signClient/v2?clientUid={uid}",
+        env.ca_pem,
+        headers={"Authorization": bad},
+        body=body,
+    )
     assert r.status == 401, (r.status, r.text[:300])
 
     # 3. The enrolled certificate works on the CoT listener (an active user, OTS's CA).

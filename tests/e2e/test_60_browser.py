@@ -67,7 +67,9 @@ class Driver:
                         return self.lines.pop(i)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"browser driver said nothing for {timeout}s; stderr: {''.join(self.stderr)[-2000:]}")
+                    raise AssertionError(
+                        f"browser driver said nothing for {timeout}s; stderr: {''.join(self.stderr)[-2000:]}"
+                    )
                 self.cond.wait(left)
 
     def send(self, obj: dict):
@@ -101,12 +103,18 @@ def test_cot_from_pytak_appears_in_browser_within_2s(env, admin, browser_ready, 
     shot.unlink(missing_ok=True)
     drv = Driver(
         [
-            "--url", env.web + "/",
-            "--user", env.state["admin"]["username"],
-            "--password", env.state["admin"]["password"],
-            "--screenshot", str(shot),
-            "--chromium", CHROMIUM,
-            "--timeout", "20000",
+            "--url",
+            env.web + "/",
+            "--user",
+            env.state["admin"]["username"],
+            "--password",
+            env.state["admin"]["password"],
+            "--screenshot",
+            str(shot),
+            "--chromium",
+            CHROMIUM,
+            "--timeout",
+            "20000",
         ]
     )
     try:

@@ -62,8 +62,10 @@ def test_api_outage_and_recovery(env, admin, conns):
 
         otslib.harness.wait_until(refused_now, 10, "a new CoT session to be refused while OTS's API is down")
         otslib.harness.wait_until(
-            lambda: otslib.metric(env, "takgate_stream_refused_total", listener="cot-tls", reason="identity_unavailable")
-            > before,
+            lambda: (
+                otslib.metric(env, "takgate_stream_refused_total", listener="cot-tls", reason="identity_unavailable")
+                > before
+            ),
             T,
             "refused{reason=identity_unavailable}",
         )
