@@ -312,18 +312,29 @@ def settle_after_connect():
     time.sleep(1.0)
 
 
-def ots_queues() -> set:
-    """Names of RabbitMQ's queues (OTS declares one per registered EUD uid and callsign)."""
-    res = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True, timeout=30)
+def ots_queues() -> dict:
+    """RabbitMQ's queues and their consumer counts (OTS declares and consumes one queue per
+    registered EUD uid and one per callsign)."""
+    res = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "consumers"], capture_output=True, text=True, timeout=30
+    )
     assert res.returncode == 0, f"rabbitmqctl list_queues: {res.stderr}"
-    return set(res.stdout.split())
+    queues = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            queues[parts[0]] = int(parts[1])
+    return queues
 
 
 def registered(uid: str, timeout: float = 5.0) -> bool:
-    """True once OTS has declared the EUD's queue for `uid`, i.e. its eud_handler had its RabbitMQ
-    channel open when the first SA arrived and the EUD will receive routed CoT (F3)."""
+    """True once OTS's eud_handler consumes the EUD's queue for `uid`: it had its RabbitMQ channel
+    open when the first SA arrived (F3), and its queue declare, binds and basic_consume reached
+    RabbitMQ. (eud_handler calls pika's SelectConnection from the socket thread while the IO loop
+    runs in another, so those frames can also sit unsent for a while; a queue that exists but has
+    no consumer is such a case.)"""
     try:
-        harness.wait_until(lambda: uid in ots_queues(), timeout, f"OTS queue {uid}")
+        harness.wait_until(lambda: ots_queues().get(uid, 0) >= 1, timeout, f"a consumer on OTS queue {uid}")
         return True
     except harness.HarnessError:
         return False
@@ -331,8 +342,8 @@ def registered(uid: str, timeout: float = 5.0) -> bool:
 
 def registered_conn(open_conn: Callable[[], "CotConn"], prefix: str, attempts: int = 3):
     """Open a CoT connection, send its first SA after the F3 wait, and check that OTS registered
-    it (its queue exists). OTS's race can still lose on a busy machine (the 1 s is a guess OTS
-    gives no signal for); then that connection is deaf for good, so open a new one. This is a
+    it (its queue is consumed). OTS's race can still lose on a busy machine (the 1 s is a guess
+    OTS gives no signal for); then that connection is deaf for good, so open a new one. This is a
     precondition of the receiving tests, not what they test. Returns (conn, uid, callsign)."""
     for _ in range(attempts):
         conn = open_conn()
@@ -729,7 +740,7 @@ class PytakClient:
 
 async def registered_pytak(env: Env, cert: str, key: str, prefix: str, attempts: int = 3):
     """pytak's counterpart of registered_conn: returns (client, uid, callsign) once OTS has
-    registered the client's first SA (its queue exists)."""
+    registered the client's first SA (its queue is consumed)."""
     import asyncio
 
     for _ in range(attempts):
