@@ -312,6 +312,25 @@ def settle_after_connect():
     time.sleep(1.0)
 
 
+RESEND = 0.5  # seconds between repeats of a CoT a test waits for
+
+
+def relay_until_seen(send: Callable[[], None], seen: Callable[[float], object], what: str, timeout: float = T):
+    """send(), then seen(RESEND) (a falsy result: not there yet), again and again until seen or the
+    deadline. Why repeat: OTS's eud_handler publishes to RabbitMQ from the socket thread while
+    pika's SelectConnection IO loop runs in another thread, and pika is not thread-safe; a publish
+    can stay in pika's buffer until the next write on that connection. A TAK client repeats its SA
+    anyway (ATAK every few seconds); the tests repeat theirs every RESEND seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        send()
+        got = seen(max(0.05, min(RESEND, deadline - time.monotonic())))
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not seen within {timeout}s (sent every {RESEND}s)")
+
+
 def ots_queues() -> dict:
     """RabbitMQ's queues and their consumer counts (OTS declares and consumes one queue per
     registered EUD uid and one per callsign)."""
@@ -423,6 +442,16 @@ class CotConn:
                     f"{self.name}: nothing matching {what} within {timeout}s ({len(self.frames)} frames)"
                 )
             self._read(left)
+
+    def poll_frame(self, pred: Callable[[bytes], bool], timeout: float) -> Optional[bytes]:
+        """The first frame (already read or arriving within `timeout`) matching pred, else None.
+        Raises if the connection closes."""
+        try:
+            return self.wait_frame(pred, "", timeout)
+        except AssertionError:
+            if self.closed:
+                raise
+            return None
 
     def wait_closed(self, timeout: float) -> float:
         """Seconds until the peer closed the connection; AssertionError if it stays open."""
@@ -719,6 +748,14 @@ class PytakClient:
             if self.run in done:
                 raise AssertionError(f"pytak stopped while waiting for {what}: {self.run.exception()!r}")
 
+    async def poll(self, pred: Callable[[bytes], bool], timeout: float) -> Optional[bytes]:
+        try:
+            return await self.recv_until(pred, "", timeout)
+        except AssertionError as e:
+            if "pytak stopped" in str(e):
+                raise
+            return None
+
     async def close(self):
         import asyncio
         import contextlib
@@ -753,3 +790,18 @@ async def registered_pytak(env: Env, cert: str, key: str, prefix: str, attempts:
             return client, uid, callsign
         await client.close()
     raise AssertionError(f"OTS did not register a pytak {prefix} client in {attempts} attempts (ots-run.md F3)")
+
+
+async def relay_until_seen_async(send, seen, what: str, timeout: float = T):
+    """relay_until_seen for asyncio: `send` and `seen(timeout)` are coroutine functions."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await send()
+        got = await seen(max(0.05, min(RESEND, deadline - loop.time())))
+        if got:
+            return got
+        if loop.time() >= deadline:
+            raise AssertionError(f"{what}: not seen within {timeout}s (sent every {RESEND}s)")

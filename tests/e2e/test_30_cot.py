@@ -29,15 +29,22 @@ def test_pytak_over_takgate_exchanges_cot_with_tcp_client(env, admin, sio_admin,
         # A: pytak through takgate, its first SA sent after the F3 wait and registered by OTS.
         a, tak_uid, tak_cs = await otslib.registered_pytak(env, cert, key, "TAK")
         try:
-            # A -> takgate -> OTS -> B
-            got = await asyncio.to_thread(b.wait_frame, lambda f: tak_uid.encode() in f, f"A's SA ({tak_uid})")
+            # A -> takgate -> OTS -> B (A repeats its SA until B has it, as ATAK does)
+            got = await otslib.relay_until_seen_async(
+                lambda: a.send(sa_event(tak_uid, tak_cs)),
+                lambda t: asyncio.to_thread(b.poll_frame, lambda f: tak_uid.encode() in f, t),
+                f"A's SA at B ({tak_uid})",
+            )
             root = ET.fromstring(got)
             assert root.get("uid") == tak_uid
             assert root.find("detail/contact").get("callsign") == tak_cs
             assert root.find("point").get("lat") == "41.0"
             # B -> OTS -> takgate -> A
-            b.send(sa_event(tcp_uid, tcp_cs, 40.75, -73.75))
-            back = await a.recv_until(lambda f: tcp_uid.encode() in f, f"B's SA ({tcp_uid})")
+            back = await otslib.relay_until_seen_async(
+                lambda: asyncio.to_thread(b.send, sa_event(tcp_uid, tcp_cs, 40.75, -73.75)),
+                lambda t: a.poll(lambda f: tcp_uid.encode() in f and b'lat="40.75"' in f, t),
+                f"B's SA at A ({tcp_uid})",
+            )
             root = ET.fromstring(back)
             assert root.get("uid") == tcp_uid
             assert root.find("detail/contact").get("callsign") == tcp_cs
@@ -65,13 +72,19 @@ def test_two_pytak_clients_through_takgate(env, admin):
     async def scenario():
         c1, uid1, cs1 = await otslib.registered_pytak(env, cert1, key1, "P1")
         try:
-            # c2's first SA is routed after c1 is registered: c1 gets it.
             c2, uid2, cs2 = await otslib.registered_pytak(env, cert2, key2, "P2")
             try:
-                got = await c1.recv_until(lambda f: uid2.encode() in f, "c2's SA at c1")
+                got = await otslib.relay_until_seen_async(
+                    lambda: c2.send(sa_event(uid2, cs2)),
+                    lambda t: c1.poll(lambda f: uid2.encode() in f, t),
+                    "c2's SA at c1",
+                )
                 assert uid_of(got) == uid2
-                await c1.send(sa_event(uid1, cs1, 42.0, -75.0))
-                got = await c2.recv_until(lambda f: uid1.encode() in f, "c1's SA at c2")
+                got = await otslib.relay_until_seen_async(
+                    lambda: c1.send(sa_event(uid1, cs1, 42.0, -75.0)),
+                    lambda t: c2.poll(lambda f: uid1.encode() in f and b'lat="42.0"' in f, t),
+                    "c1's SA at c2",
+                )
                 assert uid_of(got) == uid1
             finally:
                 await c2.close()

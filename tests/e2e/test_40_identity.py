@@ -38,8 +38,11 @@ def session(env, cert, key, name) -> CotConn:
 
 def assert_relayed(conn: CotConn, watcher: CotConn) -> None:
     uid, cs = unique("E2E-ID-"), unique("ID-")
-    conn.send(sa_event(uid, cs))
-    watcher.wait_frame(lambda f: uid.encode() in f, f"{conn.name}'s SA relayed to OTS ({uid})")
+    otslib.relay_until_seen(
+        lambda: conn.send(sa_event(uid, cs)),
+        lambda t: watcher.poll_frame(lambda f: uid.encode() in f, t),
+        f"{conn.name}'s SA relayed to OTS ({uid})",
+    )
 
 
 def refused_count(env, reason):

@@ -171,6 +171,9 @@ def test_certificate_enrollment_through_enroll_listener(env, admin, conns):
     conn = otslib.CotConn.tls(env.cot_addr, env.ca_pem, str(cert_path), str(key_path), name="enrolled")
     conns.append(conn)
     otslib.settle_after_connect()  # OTS F3
-    sa_uid = unique("E2E-ENR-")
-    conn.send(otslib.sa_event(sa_uid, unique("ENR-")))
-    watcher.wait_frame(lambda f: sa_uid.encode() in f, "the enrolled client's SA at OTS")
+    sa_uid, sa_cs = unique("E2E-ENR-"), unique("ENR-")
+    otslib.relay_until_seen(
+        lambda: conn.send(otslib.sa_event(sa_uid, sa_cs)),
+        lambda t: watcher.poll_frame(lambda f: sa_uid.encode() in f, t),
+        "the enrolled client's SA at OTS",
+    )

@@ -128,10 +128,14 @@ def test_cot_from_pytak_appears_in_browser_within_2s(env, admin, browser_ready, 
             c, uid, callsign = await otslib.registered_pytak(env, cert, key, "WEB")
             try:
                 lat = "48.8584"
+                seen = asyncio.ensure_future(asyncio.to_thread(drv.next, 25))
                 drv.send({"expect": callsign, "lat": lat})  # the browser starts its clock on this line
-                await c.send(sa_event(uid, callsign, float(lat), 2.2945))
-                # The session stays up until the page has the event.
-                return uid, callsign, await asyncio.to_thread(drv.next, 25)
+                # Repeated every RESEND s until the page has it, as ATAK repeats its SA (and as OTS
+                # needs: a publish can wait in pika's buffer for the next one, see otslib).
+                while not seen.done():
+                    await c.send(sa_event(uid, callsign, float(lat), 2.2945))
+                    await asyncio.wait({seen}, timeout=otslib.RESEND)
+                return uid, callsign, seen.result()
             finally:
                 await c.close()
 

@@ -92,8 +92,14 @@ def test_api_outage_and_recovery(env, admin, conns):
         conn = otslib.CotConn.tls(env.cot_addr, env.ca_pem, cert, key, name="after-restart")
         conns.append(conn)
         otslib.settle_after_connect()  # OTS F3
-        conn.send(otslib.sa_event(uid, cs))
-        sio.wait(lambda n, d: n in ("eud", "point") and otslib.callsign_of(d) == cs, f"event for {cs}")
+
+        def on_map(t):
+            try:
+                return sio.wait(lambda n, d: n in ("eud", "point") and otslib.callsign_of(d) == cs, "", t)
+            except AssertionError:
+                return None
+
+        otslib.relay_until_seen(lambda: conn.send(otslib.sa_event(uid, cs)), on_map, f"event for {cs} on the map")
     finally:
         sio.close()
         web.close()
