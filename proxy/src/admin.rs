@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use crate::drain::Drain;
 use crate::http::body::{self, Body};
 use crate::tls_watch::TlsSources;
+use cot::gateway::Gateway;
 
 /// How long `/readyz` waits for the OTS API's health check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,14 +38,14 @@ pub struct Admin {
 pub struct Probes {
     /// The OTS API's health check.
     health_url: Uri,
-    /// Each stream listener's upstream (`host:port`), checked with a TCP connect.
-    streams: Vec<(String, String)>,
+    /// The stream listeners, whose upstreams must accept connections.
+    streams: Vec<Arc<Gateway>>,
     /// TLS listeners that still wait for their files.
     tls: Arc<TlsSources>,
 }
 
 impl Probes {
-    pub fn new(health_url: Uri, streams: Vec<(String, String)>, tls: Arc<TlsSources>) -> Self {
+    pub fn new(health_url: Uri, streams: Vec<Arc<Gateway>>, tls: Arc<TlsSources>) -> Self {
         Self {
             health_url,
             streams,
@@ -147,12 +148,10 @@ impl Admin {
         let bound = self.listeners_bound.load(Ordering::Acquire);
         let (upstream, streams) = tokio::join!(
             self.probe_upstream(),
-            futures_util::future::join_all(
-                self.probes
-                    .streams
-                    .iter()
-                    .map(|(name, addr)| async move { (name, addr, probe_tcp(addr).await) })
-            )
+            futures_util::future::join_all(self.probes.streams.iter().map(|g| async move {
+                let c = g.config();
+                (&c.name, &c.upstream, g.upstream_status().await)
+            }))
         );
         let waiting: serde_json::Map<String, serde_json::Value> = self
             .probes
@@ -214,15 +213,6 @@ impl Admin {
         } else {
             Err(format!("health check answered {status}"))
         }
-    }
-}
-
-/// Whether something accepts TCP connections at `addr`.
-async fn probe_tcp(addr: &str) -> Result<(), String> {
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
     }
 }
 

@@ -159,14 +159,7 @@ impl App {
             http_tls.chain(stream_tls).collect(),
             metrics,
         ));
-        let probes = Probes::new(
-            health_url(&config),
-            streams
-                .iter()
-                .map(|g| (g.config().name.clone(), g.config().upstream.clone()))
-                .collect(),
-            tls.clone(),
-        );
+        let probes = Probes::new(health_url(&config), streams.clone(), tls.clone());
         let admin = Arc::new(Admin::new(registry, probes));
         Ok(Self {
             config,

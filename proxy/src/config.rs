@@ -693,6 +693,9 @@ impl Config {
                     l.ui_root.display()
                 ));
             }
+            if let Some(tls) = &l.tls {
+                missing_tls_files(&mut out, &format!("http[{i}].tls"), tls);
+            }
             if l.profile == Profile::Marti
                 && l.tls
                     .as_ref()
@@ -703,6 +706,11 @@ impl Config {
                      OTS will get no {} and certificate-gated Marti endpoints will refuse",
                     self.client_cert_header
                 ));
+            }
+        }
+        for (i, l) in self.stream.iter().enumerate() {
+            if let Some(tls) = l.effective_tls() {
+                missing_tls_files(&mut out, &format!("stream[{i}].tls"), &tls);
             }
         }
         out
@@ -904,6 +912,25 @@ impl StreamListenerConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// A TLS file that does not exist yet is not an error (OTS may create it later, and the
+/// listener waits for it), but `takgate check` says so, since a typo looks the same.
+fn missing_tls_files(out: &mut Vec<String>, key: &str, tls: &TlsConfig) {
+    let files = [
+        ("cert", Some(&tls.cert)),
+        ("key", Some(&tls.key)),
+        ("client_ca", tls.client_ca.as_ref()),
+        ("crl", tls.crl.as_ref()),
+    ];
+    for (field, path) in files {
+        if let Some(path) = path.filter(|p| !p.exists()) {
+            out.push(format!(
+                "{key}.{field}: {} does not exist yet; the listener refuses connections until it does",
+                path.display()
+            ));
+        }
     }
 }
 

@@ -500,7 +500,8 @@ async fn a_stream_listener_waits_for_the_ca_ots_has_not_created_yet() {
         .to_string()
         .contains("ca.pem"));
     assert_eq!(json["stream_upstreams"]["cot"]["ok"], true);
-    // That readiness probe was a TCP connect to the fake OTS: take it out of the way.
+    // Readiness probed the fake OTS once (no session had connected yet): take that
+    // connection out of the way. Later readiness checks reuse the outcome of session connects.
     drop(up.accept().await);
     let eud = pki.issue_client("eud1");
     assert!(tls_connect(addr, &pki, Some(&eud)).await.is_err());
@@ -532,6 +533,8 @@ async fn a_stream_listener_waits_for_the_ca_ots_has_not_created_yet() {
     assert_eq!(read_n(&mut upstream, PING.len()).await, PING);
     let ready = takgate_tests::client::get(proxy.addrs.admin, "/readyz", &[]).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
+    // That answer came from the session's own connect: readiness opened nothing new.
+    assert!(up.try_accept().await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -81,7 +81,13 @@ pub struct Gateway {
     metrics: ListenerMetrics,
     stop: CancellationToken,
     tracker: TaskTracker,
+    /// The outcome of the latest upstream connect, and when: readiness reads it instead of
+    /// opening connections of its own (OTS forks a process per connection on 8088).
+    upstream_seen: std::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
 }
+
+/// How recent an upstream connect outcome must be for readiness to use it as it is.
+const UPSTREAM_STATUS_TTL: Duration = Duration::from_secs(30);
 
 /// Who the client is, once its handshake is done.
 #[derive(Clone, Debug, Default)]
@@ -106,6 +112,43 @@ impl Gateway {
             metrics,
             stop,
             tracker,
+            upstream_seen: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the upstream accepts connections: the latest session's connect if it is
+    /// recent, otherwise one probe connect (so at most one every 30 s, however often
+    /// readiness is asked).
+    pub async fn upstream_status(&self) -> Result<(), String> {
+        let recent = self
+            .upstream_seen
+            .lock()
+            .ok()
+            .and_then(|seen| seen.clone())
+            .filter(|(at, _)| at.elapsed() < UPSTREAM_STATUS_TTL);
+        if let Some((_, outcome)) = recent {
+            return outcome;
+        }
+        let outcome = match tokio::time::timeout(
+            self.config.connect_timeout,
+            TcpStream::connect(&self.config.upstream),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {:?}",
+                self.config.connect_timeout
+            )),
+        };
+        self.record_upstream(outcome.clone());
+        outcome
+    }
+
+    fn record_upstream(&self, outcome: Result<(), String>) {
+        if let Ok(mut seen) = self.upstream_seen.lock() {
+            *seen = Some((tokio::time::Instant::now(), outcome));
         }
     }
 
@@ -239,14 +282,17 @@ impl Gateway {
         match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(target)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                self.record_upstream(Ok(()));
                 Some(s)
             }
             Ok(Err(e)) => {
+                self.record_upstream(Err(e.to_string()));
                 self.metrics.upstream_connect_failures.inc();
                 tracing::warn!(listener = %self.config.name, client = %client, upstream = %target, error = %e, "upstream connect failed; closing the client");
                 None
             }
             Err(_) => {
+                self.record_upstream(Err("connect timed out".to_owned()));
                 self.metrics.upstream_connect_failures.inc();
                 tracing::warn!(listener = %self.config.name, client = %client, upstream = %target, "upstream connect timed out; closing the client");
                 None

@@ -402,14 +402,14 @@ async fn periodic_refresh_flips_is_active_and_bumps_generation() {
 
     within(generation.wait_for(|g| *g == 1)).await.unwrap();
     assert!(users.is_active("alice"));
-    let loaded_at = Instant::now();
 
+    // The change is seen by a later periodic refresh (how many ran in between depends on
+    // scheduling, so only "at least one more" is asserted).
     fake.set_user("alice", false);
     within(generation.wait_for(|g| *g == 2)).await.unwrap();
     assert!(!users.is_active("alice"));
     assert!(users.is_active("bob"));
-    assert_eq!(fake.lists(), 2);
-    assert!(Instant::now() - loaded_at >= PERIOD);
+    assert!(fake.lists() >= 2);
 
     // Refreshes that change nothing do not wake sessions.
     let mut lists = fake.lists.subscribe();

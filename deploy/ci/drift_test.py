@@ -1,0 +1,652 @@
+"""Manifests vs. binary: run takgate on the config an overlay renders, the way the pod would.
+
+Usage: drift_test.py RENDERED.yaml TAKGATE_BIN WORKDIR [--metrics-out FILE]
+
+From the rendered manifests it takes the takgate ConfigMap and the takgate container of the
+opentakserver Deployment, and checks that they agree with each other and with the binary:
+
+- the container's --config path is the mounted ConfigMap key; ui_root and every TLS file path
+  lie under a volume mounted into the container; OTS_DATA_FOLDER is the data volume's mount;
+- the listeners' ports are exactly the container's declared ports (admin included);
+- shutdown.grace is shorter than terminationGracePeriodSeconds;
+- `takgate check --config` accepts the config;
+- takgate started on it (listen addresses rewritten to 127.0.0.1:0, upstreams to loopback fakes
+  of OTS, /app/ots to a temporary OTS data folder with a test CA) answers each probe path of
+  the container with 200, and every declared containerPort speaks its protocol: HTTP, HTTPS
+  with a client certificate where required, CoT over mutual TLS relayed to the fake eud_handler,
+  passthrough bytes;
+- /metrics answers, after traffic that makes every metric family the rules and the dashboard
+  use appear; --metrics-out saves it for promtool and metric_names.py.
+
+Only loopback is used; every wait is bounded. Exit status 0 when all checks pass.
+"""
+
+import argparse
+import base64
+import hashlib
+import http.server
+import json
+import os
+import re
+import signal
+import socket
+import socketserver
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import urllib.request
+
+import yaml
+
+FAILURES = []
+
+
+def fail(msg):
+    FAILURES.append(msg)
+    print(f"  FAIL {msg}")
+
+
+def ok(msg):
+    print(f"  ok   {msg}")
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def takgate_parts(docs):
+    deps = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and any(c["name"] == "takgate" for c in d["spec"]["template"]["spec"]["containers"])
+    ]
+    if len(deps) != 1:
+        sys.exit(f"drift: expected one Deployment with a takgate container, found {len(deps)}")
+    dep = deps[0]
+    pod = dep["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "takgate")
+    return dep, pod, container
+
+
+def config_source(docs, pod, container):
+    """The TOML text the container reads, following --config to its ConfigMap volume."""
+    args = container.get("args", []) + container.get("command", [])
+    if "--config" not in args:
+        sys.exit("drift: takgate container has no --config argument")
+    path = args[args.index("--config") + 1]
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(prefix):
+            vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+            if "configMap" not in vol:
+                sys.exit(f"drift: {path} is on volume {vol['name']}, not a ConfigMap")
+            cm_name = vol["configMap"]["name"]
+            key = path[len(prefix) :]
+            cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name]
+            if not cms:
+                sys.exit(f"drift: ConfigMap {cm_name} (mounted for {path}) is not rendered")
+            data = cms[0].get("data", {})
+            if key not in data:
+                sys.exit(f"drift: ConfigMap {cm_name} has no key {key!r} (keys: {sorted(data)})")
+            ok(f"--config {path} is key {key!r} of ConfigMap {cm_name}")
+            return path, data[key]
+    sys.exit(f"drift: --config {path} is not under any volumeMount of the takgate container")
+
+
+def env_of(container, name):
+    for e in container.get("env", []):
+        if e["name"] == name:
+            return e.get("value")
+    return None
+
+
+def mount_for(container, path):
+    for m in container.get("volumeMounts", []):
+        root = m["mountPath"].rstrip("/")
+        if path == root or path.startswith(root + "/"):
+            return m
+    return None
+
+
+def port_of(addr):
+    return int(addr.rsplit(":", 1)[1])
+
+
+def tls_paths(tls):
+    return [tls[k] for k in ("cert", "key", "client_ca", "crl") if tls and tls.get(k)]
+
+
+def static_checks(conf, dep, pod, container):
+    """Config vs. container spec, without running anything."""
+    data_folder = env_of(container, "OTS_DATA_FOLDER")
+    if not data_folder:
+        fail("takgate container has no OTS_DATA_FOLDER in its env (stream TLS defaults follow it)")
+    else:
+        m = mount_for(container, data_folder)
+        if not m or m["mountPath"].rstrip("/") != data_folder.rstrip("/"):
+            fail(f"OTS_DATA_FOLDER={data_folder} is not a volumeMount of the takgate container")
+        elif not m.get("readOnly"):
+            fail(f"OTS's data folder {data_folder} is mounted read-write into takgate")
+        else:
+            ok(f"OTS_DATA_FOLDER={data_folder} is mounted read-only (volume {m['name']})")
+
+    for h in conf.get("http", []):
+        root = h.get("ui_root", "/var/www/html/opentakserver")
+        if h.get("profile") != "redirect" and not mount_for(container, root):
+            fail(f"[[http]] {h['name']}: ui_root {root} is not under a volumeMount")
+        for p in tls_paths(h.get("tls")):
+            if not mount_for(container, p):
+                fail(f"[[http]] {h['name']}: TLS file {p} is not under a volumeMount")
+            elif data_folder and not p.startswith(data_folder.rstrip("/") + "/"):
+                fail(f"[[http]] {h['name']}: TLS file {p} is outside OTS_DATA_FOLDER")
+    for s in conf.get("stream", []):
+        for p in tls_paths(s.get("tls")):
+            if not mount_for(container, p):
+                fail(f"[[stream]] {s['name']}: TLS file {p} is not under a volumeMount")
+
+    listeners = {}
+    for kind in ("http", "stream"):
+        for item in conf.get(kind, []):
+            listeners[port_of(item["listen"])] = (kind, item)
+    admin = conf.get("admin", {}).get("listen", "0.0.0.0:9100")
+    listeners[port_of(admin)] = ("admin", {"name": "admin", "listen": admin})
+    declared = {p["containerPort"]: p for p in container.get("ports", [])}
+    for port, (kind, item) in sorted(listeners.items()):
+        if port not in declared:
+            fail(f"{kind} listener {item['name']} on port {port} has no containerPort")
+    for port, p in sorted(declared.items()):
+        if port not in listeners:
+            fail(f"containerPort {p.get('name')}={port} has no takgate listener")
+    if set(listeners) == set(declared):
+        ok(f"listener ports == containerPorts: {sorted(declared)}")
+
+    grace = parse_duration(conf.get("shutdown", {}).get("grace", "30s"))
+    ws = parse_duration(conf.get("shutdown", {}).get("websocket_grace", "5s"))
+    tgps = pod.get("terminationGracePeriodSeconds", 30)
+    if max(grace, ws) >= tgps:
+        fail(f"shutdown.grace {grace}s is not below terminationGracePeriodSeconds {tgps}")
+    else:
+        ok(f"shutdown.grace {grace}s < terminationGracePeriodSeconds {tgps}s")
+    return listeners, declared, data_folder
+
+
+def parse_duration(text):
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", text.strip())
+    if not m:
+        sys.exit(f"drift: cannot read duration {text!r}")
+    n, unit = int(m.group(1)), m.group(2)
+    return n / 1000 if unit == "ms" else n * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+# ---------------------------------------------------------------- test PKI
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_pki(ots):
+    """OTS's layout: ca/ca.pem, ca/ca.crl, ca/certs/opentakserver/opentakserver.{pem,nopass.key}."""
+    ca = os.path.join(ots, "ca")
+    srv = os.path.join(ca, "certs", "opentakserver")
+    cli = os.path.join(ca, "certs", "drift-user")
+    for d in (srv, cli):
+        os.makedirs(d, exist_ok=True)
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=drift-test-CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=ca,
+    )
+    with open(os.path.join(ca, "ext.cnf"), "w") as f:
+        f.write(
+            "[srv]\nsubjectAltName=DNS:opentakserver,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+            "[cli]\nextendedKeyUsage=clientAuth\n"
+        )
+    for name, cn, ext, d in (
+        ("opentakserver", "opentakserver", "srv", srv),
+        ("drift-user", "drift-user", "cli", cli),
+    ):
+        openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/{name}.key",
+            "-out", f"{d}/{name}.csr", "-subj", f"/CN={cn}", cwd=ca,
+        )
+        openssl(
+            "x509", "-req", "-in", f"{d}/{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{d}/{name}.pem",
+            "-extfile", "ext.cnf", "-extensions", ext, cwd=ca,
+        )
+        # As OTS does: an unencrypted copy of the key, written by `openssl rsa` (mode 0600).
+        openssl("rsa", "-in", f"{d}/{name}.key", "-out", f"{d}/{name}.nopass.key", cwd=ca)
+    with open(os.path.join(ca, "crl.cnf"), "w") as f:
+        f.write(
+            "[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\ncrlnumber=crlnumber\n"
+            "default_md=sha256\ndefault_crl_days=2\n"
+        )
+    open(os.path.join(ca, "index.txt"), "w").close()
+    with open(os.path.join(ca, "crlnumber"), "w") as f:
+        f.write("01\n")
+    openssl(
+        "ca", "-config", "crl.cnf", "-gencrl", "-keyfile", "ca.key", "-cert", "ca.pem",
+        "-out", "ca.crl", cwd=ca,
+    )
+    return {
+        "ca": os.path.join(ca, "ca.pem"),
+        "client_cert": os.path.join(cli, "drift-user.pem"),
+        "client_key": os.path.join(cli, "drift-user.nopass.key"),
+    }
+
+
+# ---------------------------------------------------------------- fake OTS
+
+
+class FakeApi(http.server.BaseHTTPRequestHandler):
+    requests = []
+
+    def do_GET(self):
+        FakeApi.requests.append((self.command, self.path, dict(self.headers)))
+        if self.path.startswith("/api/drift-broken"):
+            self.close_connection = True  # no answer at all: takgate must say 502
+            return
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            key = self.headers.get("Sec-WebSocket-Key", "")
+            accept = base64.b64encode(
+                hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+            ).decode()
+            self.wfile.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n"
+            )
+            self.wfile.flush()
+            self.connection.settimeout(10)
+            try:
+                while self.connection.recv(4096):
+                    pass
+            except OSError:
+                pass
+            self.close_connection = True
+            return
+        body = b'{"status": "healthy"}' if self.path == "/api/health" else b'{"fake": "ots"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+class Sink(socketserver.ThreadingTCPServer):
+    """A fake eud_handler: records every byte a connection sends."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        self.received = bytearray()
+        self.lock = threading.Lock()
+        sink = self
+
+        class H(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.settimeout(10)
+                try:
+                    while True:
+                        b = self.request.recv(65536)
+                        if not b:
+                            return
+                        with sink.lock:
+                            sink.received += b
+                except OSError:
+                    return
+
+        super().__init__(("127.0.0.1", 0), H)
+
+
+def serve(server):
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# ---------------------------------------------------------------- rewrite
+
+
+def rewrite(text, data_folder, tmp_ots, ui_dir, api_url, sinks):
+    """Loopback :0 listeners, fake upstreams, temp OTS data folder. Textual, so the file under
+    test is the ConfigMap's own text with only these values changed."""
+    out = re.sub(r'(?m)^(\s*listen\s*=\s*)"[^"]*"', r'\1"127.0.0.1:0"', text)
+    out = re.sub(r'(?m)^(\s*url\s*=\s*)"http://127\.0\.0\.1:8081/?"', rf'\1"{api_url}"', out)
+
+    def up(m):
+        orig = m.group(2)
+        if orig not in sinks:
+            sinks[orig] = serve(Sink())
+        host, port = sinks[orig].server_address
+        return f'{m.group(1)}"{host}:{port}"'
+
+    out = re.sub(r'(?m)^(\s*upstream\s*=\s*)"([^"]*)"', up, out)
+    out = re.sub(r'(?m)^(\s*ui_root\s*=\s*)"[^"]*"', rf'\1"{ui_dir}"', out)
+    if data_folder:
+        out = out.replace(f'"{data_folder.rstrip("/")}/', f'"{tmp_ots}/')
+    return out
+
+
+# ---------------------------------------------------------------- probes
+
+
+def http_get(addr, path, timeout=3, ctx=None, host="drift.test"):
+    """Status code of GET path on addr ('127.0.0.1:port'); None when nothing answers."""
+    h, p = addr.rsplit(":", 1)
+    with socket.create_connection((h, int(p)), timeout=timeout) as raw:
+        s = ctx.wrap_socket(raw, server_hostname="opentakserver") if ctx else raw
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while b"\r\n" not in data:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    return int(m.group(1)) if m else None
+
+
+def websocket_upgrade(addr):
+    """Status of a WebSocket upgrade on /socket.io (held open briefly, then closed)."""
+    h, p = addr.rsplit(":", 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection((h, int(p)), timeout=3) as s:
+        s.sendall(
+            (
+                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: drift.test\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {key}\r\n\r\n"
+            ).encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        m = re.match(rb"HTTP/1\.1 (\d{3})", data)
+        time.sleep(0.2)
+    return int(m.group(1)) if m else None
+
+
+def wait_status(addr, path, want, seconds):
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = http_get(addr, path)
+            if last == want:
+                return last
+        except OSError as e:
+            last = repr(e)
+        time.sleep(0.2)
+    return last
+
+
+def client_ctx(pki, with_cert):
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    ctx.check_hostname = False
+    if with_cert:
+        ctx.load_cert_chain(pki["client_cert"], pki["client_key"])
+    return ctx
+
+
+COT = (
+    b'<?xml version="1.0" encoding="UTF-8"?><event version="2.0" uid="drift-1" type="a-f-G-U-C" '
+    b'time="2026-01-01T00:00:00Z" start="2026-01-01T00:00:00Z" stale="2026-01-01T00:05:00Z" '
+    b'how="m-g"><point lat="1" lon="2" hae="0" ce="9" le="9"/><detail/></event>'
+)
+
+
+def wait_received(sink, needle, seconds=5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with sink.lock:
+            if needle in sink.received:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
+    name = f"containerPort {decl.get('name')}={port} ({kind} {item['name']})"
+    if item["name"] not in bound:
+        fail(f"{name}: takgate did not bind this listener (--bound-addrs lists {sorted(bound)})")
+        return
+    addr = bound[item["name"]]
+    try:
+        if kind == "admin":
+            st = http_get(addr, "/metrics")
+            (ok if st == 200 else fail)(f"{name}: GET /metrics -> {st}")
+        elif kind == "http":
+            tls = item.get("tls")
+            if item.get("profile") == "redirect":
+                st = http_get(addr, "/x")
+                (ok if st == 301 else fail)(f"{name}: GET /x -> {st} (redirect)")
+                return
+            path = "/Marti/api/version" if item.get("profile") in ("marti",) else "/api/health"
+            if item.get("profile") == "enroll":
+                path = "/Marti/api/tls/config"
+            ctx = None
+            if tls:
+                need_cert = tls.get("client_auth", "none") in ("required", "optional")
+                ctx = client_ctx(pki, need_cert)
+            st = http_get(addr, path, ctx=ctx)
+            (ok if st == 200 else fail)(f"{name}: {'https' if tls else 'http'} GET {path} -> {st}")
+            if not tls:
+                st = http_get(addr, "/")
+                (ok if st == 200 else fail)(f"{name}: GET / (web UI) -> {st}")
+            if item.get("profile") == "web" and not tls:
+                # Traffic the dashboard's panels need: an upstream error and a WebSocket.
+                st = http_get(addr, "/api/drift-broken")
+                (ok if st == 502 else fail)(f"{name}: upstream closes without answering -> {st}")
+                st = websocket_upgrade(addr)
+                (ok if st == 101 else fail)(f"{name}: Socket.IO WebSocket upgrade -> {st}")
+            if tls and tls.get("client_auth") == "required":
+                try:
+                    http_get(addr, path, ctx=client_ctx(pki, False))
+                    refused = False
+                except (ssl.SSLError, OSError):
+                    refused = True
+                (ok if refused else fail)(f"{name}: client without certificate refused: {refused}")
+        elif kind == "stream":
+            sink = sinks_by_listener[item["name"]]
+            mode = item.get("mode", "terminate")
+            h, p = addr.rsplit(":", 1)
+            if mode == "passthrough":
+                marker = b"\x16\x03\x01drift-passthrough"
+                with socket.create_connection((h, int(p)), timeout=3) as s:
+                    s.sendall(marker)
+                    got = wait_received(sink, marker)
+                (ok if got else fail)(f"{name}: passthrough bytes reached the upstream: {got}")
+            else:
+                with socket.create_connection((h, int(p)), timeout=3) as raw:
+                    with client_ctx(pki, True).wrap_socket(raw, server_hostname="opentakserver") as s:
+                        s.sendall(COT)
+                        needle = COT if mode != "raw" else COT[:40]
+                        got = wait_received(sink, b'uid="drift-1"')
+                (ok if got else fail)(
+                    f"{name}: mutual TLS, CoT event relayed to the upstream ({mode}): {got}"
+                )
+                # A client without a certificate must be refused (and counted).
+                try:
+                    with socket.create_connection((h, int(p)), timeout=3) as raw:
+                        with client_ctx(pki, False).wrap_socket(
+                            raw, server_hostname="opentakserver"
+                        ) as s:
+                            s.sendall(COT)
+                            s.recv(1)
+                    refused = False
+                except (ssl.SSLError, OSError):
+                    refused = True
+                if item.get("tls", {}).get("client_auth", "required") == "required":
+                    (ok if refused else fail)(f"{name}: client without certificate refused: {refused}")
+    except (OSError, ssl.SSLError) as e:
+        fail(f"{name}: {e!r}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("rendered")
+    ap.add_argument("takgate")
+    ap.add_argument("workdir")
+    ap.add_argument("--metrics-out")
+    a = ap.parse_args()
+    a.workdir = os.path.abspath(a.workdir)
+
+    docs = load(a.rendered)
+    dep, pod, container = takgate_parts(docs)
+    print(f"drift: {a.rendered}: Deployment {dep['metadata']['name']}, container takgate")
+    config_path, text = config_source(docs, pod, container)
+    conf = tomllib.loads(text)
+    listeners, declared, data_folder = static_checks(conf, dep, pod, container)
+
+    os.makedirs(a.workdir, exist_ok=True)
+    tmp_ots = os.path.join(a.workdir, "ots")
+    ui_dir = os.path.join(a.workdir, "ui")
+    os.makedirs(ui_dir, exist_ok=True)
+    with open(os.path.join(ui_dir, "index.html"), "w") as f:
+        f.write("<!doctype html><title>OTS UI (drift test)</title>")
+    pki = make_pki(tmp_ots)
+
+    api = serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeApi))
+    api_url = f"http://127.0.0.1:{api.server_address[1]}"
+    sinks = {}
+    new_text = rewrite(text, data_folder, tmp_ots, ui_dir, api_url, sinks)
+    new_conf = tomllib.loads(new_text)
+    for kind in ("http", "stream"):
+        for item in new_conf.get(kind, []):
+            if item["listen"] != "127.0.0.1:0":
+                fail(f"rewrite missed listener {item['name']}")
+    if new_conf.get("admin", {}).get("listen", "127.0.0.1:0") != "127.0.0.1:0":
+        # takgate's default admin address is 0.0.0.0:9100: the config must set it.
+        fail("rewrite missed [admin] listen")
+    if "admin" not in new_conf or "listen" not in new_conf.get("admin", {}):
+        fail("[admin] listen is not set in the config (its default is 0.0.0.0:9100)")
+    left = [v for v in strings(new_conf) if data_folder and v.startswith(data_folder)]
+    if left:
+        fail(f"rewritten config still names the pod's OTS data folder: {left}")
+    sinks_by_listener = {
+        s["name"]: sinks[orig["upstream"]]
+        for s, orig in zip(new_conf.get("stream", []), conf.get("stream", []))
+    }
+    cfg = os.path.join(a.workdir, os.path.basename(config_path))
+    with open(cfg, "w") as f:
+        f.write(new_text)
+
+    env = dict(os.environ, OTS_DATA_FOLDER=tmp_ots, RUST_LOG="warn")
+    r = subprocess.run(
+        [a.takgate, "check", "--config", cfg], env=env, capture_output=True, text=True, timeout=30
+    )
+    if r.returncode != 0:
+        fail(f"takgate check --config rejected the config (rc {r.returncode}):\n{r.stderr}{r.stdout}")
+        return finish()
+    ok("takgate check --config accepts the rendered config")
+
+    bound_file = os.path.join(a.workdir, "bound.json")
+    if os.path.exists(bound_file):
+        os.remove(bound_file)
+    log = open(os.path.join(a.workdir, "takgate.log"), "w")
+    proc = subprocess.Popen(
+        [a.takgate, "--config", cfg, "--bound-addrs", bound_file],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not os.path.exists(bound_file) and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not os.path.exists(bound_file):
+            fail(f"takgate did not bind its listeners within 15 s (rc {proc.poll()})")
+            return finish()
+        time.sleep(0.1)
+        with open(bound_file) as f:
+            b = json.load(f)
+        bound = {**b.get("http", {}), **b.get("stream", {}), "admin": b["admin"]}
+        bound = {k: str(v) for k, v in bound.items()}
+        ok(f"takgate started, bound {len(bound)} listeners")
+
+        # Every probe the container declares, on the port it names.
+        by_name = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container.get(kind)
+            if not probe:
+                fail(f"takgate container has no {kind}")
+                continue
+            if "httpGet" not in probe:
+                fail(f"{kind} is not an httpGet probe")
+                continue
+            port = probe["httpGet"]["port"]
+            port = by_name.get(port) if isinstance(port, str) else port
+            owner = listeners.get(port)
+            if not owner:
+                fail(f"{kind} port {probe['httpGet']['port']} is no takgate listener")
+                continue
+            st = wait_status(bound[owner[1]["name"]], probe["httpGet"]["path"], 200, 15)
+            (ok if st == 200 else fail)(f"{kind} GET {probe['httpGet']['path']} -> {st}")
+
+        for port, decl in sorted(declared.items()):
+            if port in listeners:
+                kind, item = listeners[port]
+                probe_port(port, decl, kind, item, bound, pki, sinks_by_listener)
+
+        metrics = urllib.request.urlopen(f"http://{bound['admin']}/metrics", timeout=5).read()
+        if a.metrics_out:
+            with open(a.metrics_out, "wb") as f:
+                f.write(metrics)
+
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=40)
+            (ok if rc == 0 else fail)(f"SIGTERM: takgate exited with {rc}")
+        except subprocess.TimeoutExpired:
+            fail("SIGTERM: takgate still running after 40 s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        if FAILURES:
+            with open(os.path.join(a.workdir, "takgate.log")) as f:
+                print("---- takgate log (tail) ----\n" + "".join(f.readlines()[-30:]))
+    return finish()
+
+
+def strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def finish():
+    if FAILURES:
+        print(f"drift: {len(FAILURES)} failed")
+        return 1
+    print("drift: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Tests of the scripts the pod runs inside the stock OTS images (base/ots-init/).
+
+Run with a Python that has PyYAML (the OTS images ship it): python init_scripts_test.py
+"""
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INIT = os.path.join(HERE, "..", "base", "ots-init")
+WRITE = os.path.join(INIT, "write_config.py")
+LISTENING = os.path.join(INIT, "listening.py")
+SETTINGS = os.path.join(HERE, "..", "base", "ots-settings.env")
+
+SECRETS = {
+    "secret-key": "k" * 64,
+    "security-password-salt": "salt-123",
+    "security-totp-secret": "JBSWY3DPEHPK3PXP",
+    "node-id": "node0123456789abcdef",
+    "postgres-password": "p@ss/w:rd %x",
+}
+
+
+def settings_env():
+    env = {}
+    with open(SETTINGS) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                k, _, v = line.partition("=")
+                env[k] = v
+    return env
+
+
+def run(tmp, *args, data=None, secrets=SECRETS, extra=None):
+    sdir = os.path.join(tmp, "secrets")
+    os.makedirs(sdir, exist_ok=True)
+    for f in os.listdir(sdir):
+        os.remove(os.path.join(sdir, f))
+    for k, v in secrets.items():
+        with open(os.path.join(sdir, k), "w") as f:
+            f.write(v + "\n")
+    env = dict(os.environ, **settings_env(), OTS_SECRETS_DIR=sdir)
+    env["OTS_DATA_FOLDER"] = data or os.path.join(tmp, "ots")
+    env.update(extra or {})
+    return subprocess.run([sys.executable, WRITE, *args], env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_fresh_config_has_fixed_secrets_and_hosts(tmp):
+    r = run(tmp, "--check")
+    assert r.returncode == 0, r.stderr
+    conf = yaml.safe_load(r.stdout)
+    assert conf["SECRET_KEY"] == SECRETS["secret-key"]
+    assert conf["SECURITY_PASSWORD_SALT"] == SECRETS["security-password-salt"]
+    assert conf["SECURITY_TOTP_SECRETS"] == {1: SECRETS["security-totp-secret"]}
+    assert conf["OTS_NODE_ID"] == SECRETS["node-id"]
+    # The password is URL-encoded into the SQLAlchemy URI.
+    assert conf["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://ots:p%40ss%2Fw%3Ard%20%25x@postgres/ots"
+    assert conf["OTS_RABBITMQ_SERVER_ADDRESS"] == "rabbitmq"
+    assert conf["OTS_LISTENER_ADDRESS"] == "127.0.0.1" and conf["OTS_LISTENER_PORT"] == 8081
+    assert conf["OTS_SSL_STREAMING_PORT"] == 31089 and conf["OTS_TCP_STREAMING_PORT"] == 8088
+
+
+def test_rewrite_keeps_other_keys_and_is_private(tmp):
+    data = os.path.join(tmp, "ots")
+    os.makedirs(data)
+    with open(os.path.join(data, "config.yml"), "w") as f:
+        yaml.safe_dump({"OTS_ENABLE_EMAIL": True, "SECRET_KEY": "old", "OTS_NODE_ID": SECRETS["node-id"]}, f)
+    r = run(tmp, data=data)
+    assert r.returncode == 0, r.stderr
+    for value in SECRETS.values():
+        assert value not in r.stdout + r.stderr, "a secret value was printed"
+    assert "SECRET_KEY" in r.stdout and "OTS_NODE_ID" not in r.stdout.split("changed keys:")[1]
+    path = os.path.join(data, "config.yml")
+    with open(path) as f:
+        conf = yaml.safe_load(f)
+    assert conf["OTS_ENABLE_EMAIL"] is True
+    assert conf["SECRET_KEY"] == SECRETS["secret-key"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert [n for n in os.listdir(data) if n.startswith(".config.yml.")] == []
+    again = run(tmp, data=data)
+    assert again.returncode == 0 and "changed keys: none" in again.stdout, again.stdout
+
+
+def test_missing_secret_fails_and_names_it(tmp):
+    r = run(tmp, "--check", secrets={k: v for k, v in SECRETS.items() if k != "security-totp-secret"})
+    assert r.returncode != 0 and "security-totp-secret" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_empty_secret_fails(tmp):
+    r = run(tmp, "--check", secrets=dict(SECRETS, **{"secret-key": "  "}))
+    assert r.returncode != 0 and "secret-key" in r.stderr and "empty" in r.stderr
+
+
+def test_bad_port_fails(tmp):
+    r = run(tmp, "--check", extra={"OTS_SSL_STREAMING_PORT": "eighty"})
+    assert r.returncode != 0 and "OTS_SSL_STREAMING_PORT" in r.stderr
+
+
+def test_non_mapping_config_fails(tmp):
+    data = os.path.join(tmp, "ots")
+    os.makedirs(data)
+    with open(os.path.join(data, "config.yml"), "w") as f:
+        f.write("- just\n- a list\n")
+    r = run(tmp, data=data)
+    assert r.returncode != 0 and "not a YAML mapping" in r.stderr
+
+
+def test_listening_sees_a_listener_and_not_a_closed_port(tmp):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        r = subprocess.run([sys.executable, LISTENING, str(port)], timeout=10)
+        assert r.returncode == 0
+    finally:
+        s.close()
+    r = subprocess.run([sys.executable, LISTENING, str(port)], timeout=10)
+    assert r.returncode == 1
+    r = subprocess.run([sys.executable, LISTENING, "x"], capture_output=True, timeout=10)
+    assert r.returncode != 0
+
+
+def main():
+    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_")]
+    passed = failed = 0
+    for name, fn in tests:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                fn(tmp)
+                passed += 1
+                print(f"ok   {name}")
+            except AssertionError as e:
+                failed += 1
+                print(f"FAIL {name}: {e}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+//! loadtest through a real takgate, in process: CoT over mutual TLS through a `[[stream]]`
+//! terminate listener to the loadtest echo sink, and HTTP and WebSocket through a `web`
+//! listener to the HTTP sink. Counts on both sides must agree.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::time::Duration;
+
+use clap::Parser as _;
+use loadtest::cli::{Cli, Command};
+use loadtest::report::Report;
+use loadtest::sink::Sink;
+use loadtest::tls::Pki;
+use takgate_tests::proxy::{web_config, TestProxy};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn command(line: &str) -> Command {
+    let argv = std::iter::once("loadtest").chain(line.split_whitespace());
+    Cli::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("{line}: {e}"))
+        .command
+}
+
+async fn run_ok(line: &str) -> Report {
+    tokio::time::timeout(BOUND, loadtest::run_load(command(line)))
+        .await
+        .unwrap_or_else(|_| panic!("{line} did not end within {BOUND:?}"))
+        .unwrap_or_else(|e| panic!("{line}: {e:#}"))
+}
+
+async fn sink(line: &str) -> Sink {
+    let Command::Sink(a) = command(&format!("sink {line}")) else {
+        unreachable!()
+    };
+    Sink::start(&a).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cot_http_and_ws_through_takgate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path(), 3).unwrap();
+    let cot_sink = sink("--echo").await;
+    let http_sink = sink("--http").await;
+    let config = format!(
+        r#"{}
+[[stream]]
+name = "cot"
+listen = "127.0.0.1:0"
+upstream = "{}"
+mode = "terminate"
+[stream.tls]
+cert = "{}"
+key = "{}"
+client_ca = "{}"
+"#,
+        web_config(&format!("http://{}", http_sink.addr), ""),
+        cot_sink.addr,
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display(),
+    );
+    let proxy = TestProxy::start(&config).await;
+
+    // CoT: 12 clients over mutual TLS (three certificates in turn), echoed by the sink
+    // behind takgate.
+    let cot = proxy.stream("cot");
+    let r = run_ok(&format!(
+        "cot --target {cot} --gen-certs {} -n 12 --rate-per-client 50 --max-messages 600 \
+         --duration 30s --drain 20s -q",
+        dir.path().display()
+    ))
+    .await;
+    assert_eq!(r.errors_total, 0, "{}", r.table());
+    assert_eq!((r.ops.sent, r.ops.received, r.ops.ok), (600, 600, 600));
+    assert_eq!(r.bytes.sent, r.bytes.received);
+    assert_eq!(r.connections.established, 12);
+    proxy
+        .wait_metric(
+            "takgate_cot_frames_total",
+            &[("direction", "to_upstream")],
+            600.0,
+        )
+        .await;
+    proxy
+        .wait_metric(
+            "takgate_cot_frames_total",
+            &[("direction", "to_client")],
+            600.0,
+        )
+        .await;
+    assert_eq!(
+        proxy.metric("takgate_stream_connections_total", &[("listener", "cot")]),
+        12.0
+    );
+
+    // /api through the web listener.
+    let web = proxy.http("web");
+    let r = run_ok(&format!(
+        "http --url http://{web}/api/health --rate 200 -c 4 --max-requests 100 --duration 30s -q"
+    ))
+    .await;
+    assert_eq!(r.errors_total, 0, "{}", r.table());
+    assert_eq!((r.ops.ok, r.status["200"]), (100, 100));
+
+    // Socket.IO's WebSocket through the web listener, echoed by the sink.
+    let r = run_ok(&format!(
+        "ws --url ws://{web}/socket.io/?EIO=4&transport=websocket -c 4 --rate-per-client 50 \
+         --max-messages 200 --duration 30s --drain 20s -q"
+    ))
+    .await;
+    assert_eq!(r.errors_total, 0, "{}", r.table());
+    assert_eq!((r.ops.sent, r.ops.ok), (200, 200));
+    assert_eq!(r.status["101"], 4);
+
+    let seen = cot_sink.shutdown().await;
+    assert_eq!(seen.frames, 600);
+    let seen = http_sink.shutdown().await;
+    assert_eq!(seen.ws_messages, 200);
+}
