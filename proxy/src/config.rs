@@ -500,7 +500,7 @@ pub fn ots_data_folder() -> PathBuf {
         .join("ots")
 }
 
-/// The TLS files OTS itself uses on 8089: its server certificate, CA and CRL.
+/// The TLS files OTS itself uses on 8089: its server certificate and CA.
 pub fn ots_stream_tls() -> TlsConfig {
     let ca = ots_data_folder().join("ca");
     let server = ca.join("certs").join("opentakserver");
@@ -508,7 +508,10 @@ pub fn ots_stream_tls() -> TlsConfig {
         cert: server.join("opentakserver.pem"),
         key: server.join("opentakserver.nopass.key"),
         client_ca: Some(ca.join("ca.pem")),
-        crl: Some(ca.join("ca.crl")),
+        // OTS's own ca/ca.crl is written once, empty, as a version 1 CRL, which rustls's
+        // verifier cannot read: it would stop the listener and revoke nothing. A CRL an
+        // operator maintains is configured with `crl`.
+        crl: None,
         client_auth: Some(ClientAuthConfig::Required),
         versions: default_tls_versions(),
         handshake_timeout: default_handshake_timeout(),

@@ -39,18 +39,27 @@ pub struct RequestRecord {
 pub struct Logged {
     inner: Body,
     bytes: u64,
+    /// The body's declared length: hyper stops polling once that many bytes are out, so
+    /// reaching it is completion even without an end-of-stream poll.
+    expected: Option<u64>,
     error: Option<String>,
     record: Option<RequestRecord>,
 }
 
 impl Logged {
     pub fn new(inner: Body, record: RequestRecord) -> Self {
+        let expected = inner.size_hint().exact();
         Self {
             inner,
             bytes: 0,
+            expected,
             error: None,
             record: Some(record),
         }
+    }
+
+    fn completed(&self) -> bool {
+        self.inner.is_end_stream() || self.expected == Some(self.bytes)
     }
 }
 
@@ -144,7 +153,7 @@ impl Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         // A client that goes away mid-body still gets its line, with the bytes it received.
-        if self.record.is_some() && self.error.is_none() && !self.inner.is_end_stream() {
+        if self.record.is_some() && self.error.is_none() && !self.completed() {
             self.error = Some("response not completed".to_owned());
         }
         self.finish();
