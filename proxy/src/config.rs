@@ -734,42 +734,38 @@ impl Config {
         if !self.upstream.health_path.starts_with('/') {
             return Err(invalid("upstream.health_path", "must start with '/'"));
         }
+        let http = self
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("http[{i}]"), l.name.as_str(), l.listen));
+        let stream = self
+            .stream
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("stream[{i}]"), l.name.as_str(), l.listen));
         let mut names = HashSet::new();
-        let mut addrs = HashSet::new();
-        addrs.insert(self.admin.listen);
-        for (i, l) in self.http.iter().enumerate() {
-            let key = format!("http[{i}]");
-            validate_name(&format!("{key}.name"), &l.name)?;
-            if !names.insert(l.name.as_str()) {
+        let mut addrs = HashSet::from([self.admin.listen]);
+        for (key, name, listen) in http.chain(stream) {
+            validate_name(&format!("{key}.name"), name)?;
+            if !names.insert(name) {
                 return Err(invalid(
                     format!("{key}.name"),
-                    format!("duplicate listener name {:?}", l.name),
+                    format!("duplicate listener name {name:?}"),
                 ));
             }
-            if l.listen.port() != 0 && !addrs.insert(l.listen) {
+            if listen.port() != 0 && !addrs.insert(listen) {
                 return Err(invalid(
                     format!("{key}.listen"),
-                    format!("{} is used twice", l.listen),
+                    format!("{listen} is used twice"),
                 ));
             }
-            l.validate(&key)?;
+        }
+        for (i, l) in self.http.iter().enumerate() {
+            l.validate(&format!("http[{i}]"))?;
         }
         for (i, l) in self.stream.iter().enumerate() {
-            let key = format!("stream[{i}]");
-            validate_name(&format!("{key}.name"), &l.name)?;
-            if !names.insert(l.name.as_str()) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("duplicate listener name {:?}", l.name),
-                ));
-            }
-            if l.listen.port() != 0 && !addrs.insert(l.listen) {
-                return Err(invalid(
-                    format!("{key}.listen"),
-                    format!("{} is used twice", l.listen),
-                ));
-            }
-            l.validate(&key)?;
+            l.validate(&format!("stream[{i}]"))?;
         }
         Ok(())
     }
