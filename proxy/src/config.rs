@@ -154,6 +154,12 @@ pub struct HttpListenerConfig {
     pub profile: Profile,
     #[serde(default = "default_ui_root")]
     pub ui_root: PathBuf,
+    /// Memory for whole UI files served from RAM instead of disk; 0 turns the cache off.
+    #[serde(default = "default_static_cache")]
+    pub static_cache: ByteSize,
+    /// Files larger than this are always read from disk.
+    #[serde(default = "default_static_cache_max_file")]
+    pub static_cache_max_file: ByteSize,
     /// Largest request body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body: ByteSize,
@@ -390,6 +396,14 @@ fn default_websocket_grace() -> Duration {
 fn default_ui_root() -> PathBuf {
     PathBuf::from(DEFAULT_UI_ROOT)
 }
+/// Room for a whole single-page UI build; entries are evicted least recently used first.
+fn default_static_cache() -> ByteSize {
+    ByteSize::mib(32)
+}
+/// Above the size of a typical Vite chunk, so a UI's hot files are all cacheable.
+fn default_static_cache_max_file() -> ByteSize {
+    ByteSize::mib(4)
+}
 fn default_max_body() -> ByteSize {
     ByteSize::mib(100)
 }
@@ -456,6 +470,8 @@ fn default_http_listeners() -> Vec<HttpListenerConfig> {
         listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
         profile: Profile::Web,
         ui_root: default_ui_root(),
+        static_cache: default_static_cache(),
+        static_cache_max_file: default_static_cache_max_file(),
         max_body: default_max_body(),
         max_header_bytes: default_max_header_bytes(),
         max_headers: default_max_headers(),

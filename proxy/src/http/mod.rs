@@ -9,12 +9,14 @@
 //! - `upgrade`: WebSocket upgrades relayed and tracked.
 //! - `cors`: the cross-origin policy, answered at the edge.
 //! - `static_files`: the single-page UI from `ui_root`.
+//! - `file_cache`: small UI files held in memory.
 //! - `access`: the access-log line and request metrics at the end of each response.
 //! - `body`: the one body type, and idle timeouts.
 
 pub mod access;
 pub mod body;
 pub mod cors;
+pub mod file_cache;
 pub mod forward;
 pub mod head;
 pub mod path;

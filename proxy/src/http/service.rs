@@ -19,6 +19,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::access::{Logged, RequestRecord};
 use crate::http::body::{self, Body};
 use crate::http::cors::{CorsPolicy, Decision};
+use crate::http::file_cache::FileCache;
 use crate::http::forward::{self, ClientInfo, Forwarder};
 use crate::http::head;
 use crate::http::path;
@@ -79,6 +80,11 @@ impl HttpService {
         } else {
             Scheme::HTTP
         };
+        // One cache for both views of the folder: they serve the same files.
+        let cache = Arc::new(FileCache::new(
+            config.static_cache.as_u64(),
+            config.static_cache_max_file.as_u64(),
+        ));
         let default_host = config
             .server_name
             .clone()
@@ -86,8 +92,8 @@ impl HttpService {
         Self {
             name: Arc::from(config.name.as_str()),
             router,
-            spa: StaticFiles::new(&config.ui_root, true),
-            files: StaticFiles::new(&config.ui_root, false),
+            spa: StaticFiles::new(&config.ui_root, true, cache.clone()),
+            files: StaticFiles::new(&config.ui_root, false, cache),
             cors: CorsPolicy::new(&config.cors),
             forwarder,
             metrics,

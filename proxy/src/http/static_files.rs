@@ -11,7 +11,8 @@
 //! - a 400 for paths `ServeDir` would refuse, because with a fallback configured `ServeDir`
 //!   answers those with `index.html` and a scanner probing `/../` should see an error;
 //! - a 503 page naming the expected folder while the UI is missing, since a bare 404 on `/` sends
-//!   operators hunting in the wrong place.
+//!   operators hunting in the wrong place;
+//! - the in-memory [`FileCache`] in front of `ServeDir` for whole, identity-encoded files.
 
 use std::{
     convert::Infallible,
@@ -23,13 +24,16 @@ use std::{
     },
 };
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, request, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 use tower::ServiceExt;
 use tower_http::services::{fs::ServeFileSystemResponseBody, ServeDir, ServeFile};
 
-use crate::http::body::{self, Body};
+use crate::http::{
+    body::{self, Body},
+    file_cache::{self, CachedFile, FileCache},
+};
 
 /// Vite's output folder: every file in it carries a content hash in its name.
 const ASSETS_DIR: &str = "assets";
@@ -47,6 +51,7 @@ pub struct StaticFiles {
 struct Inner {
     root: PathBuf,
     spa_fallback: bool,
+    cache: Arc<FileCache>,
     /// Plain files, no fallback: all of plain mode, and `/assets/` in SPA mode.
     files: ServeDir,
     /// Files with `index.html` as the fallback; `Some` only in SPA mode.
@@ -59,8 +64,9 @@ struct Inner {
 }
 
 impl StaticFiles {
-    /// `spa_fallback`: nginx `try_files $uri /index.html` semantics.
-    pub fn new(root: impl Into<PathBuf>, spa_fallback: bool) -> Self {
+    /// `spa_fallback`: nginx `try_files $uri /index.html` semantics. `cache` may be shared by
+    /// every `StaticFiles` of the same root.
+    pub fn new(root: impl Into<PathBuf>, spa_fallback: bool, cache: Arc<FileCache>) -> Self {
         let root = root.into();
         let files = ServeDir::new(&root).precompressed_br().precompressed_gzip();
         let index = spa_fallback.then(|| {
@@ -80,6 +86,7 @@ impl StaticFiles {
             inner: Arc::new(Inner {
                 root,
                 spa_fallback,
+                cache,
                 files,
                 spa,
                 index,
@@ -109,23 +116,21 @@ impl StaticFiles {
         // free of bounds on `B`.
         let (parts, _body) = req.into_parts();
         let uri = parts.uri.clone();
-        let req = Request::from_parts(parts, ());
 
         let inner = &self.inner;
-        let res = if target.nameable {
-            match &inner.spa {
-                Some(spa) if !under_assets => spa.clone().oneshot(req).await,
-                _ => inner.files.clone().oneshot(req).await,
+        let cached = match &target.file {
+            Some(file) if inner.cache.is_enabled() && cacheable(&parts) => {
+                inner.cache.get(&inner.root.join(file)).await
             }
-        } else {
-            // ServeDir would answer ENAMETOOLONG with a 500; nginx's try_files counts such a
-            // name as missing and moves on to the fallback.
-            match &inner.index {
-                Some(index) if !under_assets => index.clone().oneshot(req).await,
-                _ => Ok(not_found()),
+            _ => None,
+        };
+        let mut res = match cached {
+            Some(file) => from_cache(&file, &parts.headers, head),
+            None => {
+                self.serve_from_disk(Request::from_parts(parts, ()), &target)
+                    .await
             }
         };
-        let mut res = res.unwrap_or_else(|never: Infallible| match never {});
         let status = res.status();
 
         // Checked only after a 404 so the common path costs no extra syscall, yet a folder that
@@ -165,7 +170,26 @@ impl StaticFiles {
             headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
 
-        res.map(into_body)
+        res
+    }
+
+    async fn serve_from_disk(&self, req: Request<()>, target: &Target) -> Response<Body> {
+        let inner = &self.inner;
+        let res = if target.nameable {
+            match &inner.spa {
+                Some(spa) if !target.under_assets => spa.clone().oneshot(req).await,
+                _ => inner.files.clone().oneshot(req).await,
+            }
+        } else {
+            // ServeDir would answer ENAMETOOLONG with a 500; nginx's try_files counts such a
+            // name as missing and moves on to the fallback.
+            match &inner.index {
+                Some(index) if !target.under_assets => index.clone().oneshot(req).await,
+                _ => Ok(not_found()),
+            }
+        };
+        res.unwrap_or_else(|never: Infallible| match never {})
+            .map(into_body)
     }
 
     /// Whether the folder holds what this server needs before it can answer anything useful.
@@ -218,12 +242,14 @@ impl StaticFiles {
 
 /// What a request path names, decoded and split exactly as `ServeDir` does it, so that
 /// `/%61ssets/x.js` and `//assets/x.js` still count as assets and never get HTML.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Target {
     /// Under `/assets/`: immutable when found, never the SPA fallback when not.
     under_assets: bool,
     /// Short enough to be a file name at all.
     nameable: bool,
+    /// The file `ServeDir` would look for first, relative to the root; `None` when unnameable.
+    file: Option<PathBuf>,
 }
 
 /// Linux's NAME_MAX; longer segments cannot exist on any common file system.
@@ -244,12 +270,14 @@ impl Target {
         let mut first = None;
         let mut segments = 0usize;
         let mut nameable = decoded.len() <= MAX_PATH_BYTES;
+        let mut file = PathBuf::new();
         for component in Path::new(&*decoded).components() {
             match component {
                 Component::Normal(name) => {
                     first.get_or_insert(name);
                     segments += 1;
                     nameable &= name.len() <= MAX_SEGMENT_BYTES;
+                    file.push(name);
                 }
                 Component::CurDir => {}
                 Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
@@ -257,11 +285,72 @@ impl Target {
         }
         let under_assets =
             first == Some(OsStr::new(ASSETS_DIR)) && (segments > 1 || decoded.ends_with('/'));
+        // ServeDir serves a folder named with a trailing slash by its index.html.
+        if decoded.is_empty() || decoded.ends_with('/') {
+            file.push(INDEX_HTML);
+        }
         Some(Self {
             under_assets,
             nameable,
+            file: nameable.then_some(file),
         })
     }
+}
+
+/// Whether a request is one the cache answers exactly as `ServeDir` would. Ranges and the
+/// preconditions that can give 412 or 206 go to `ServeDir`, as does a request that refuses the
+/// identity encoding or names it explicitly, since only identity bodies are cached.
+fn cacheable(parts: &request::Parts) -> bool {
+    let headers = &parts.headers;
+    let bypass = [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+    ];
+    if bypass.iter().any(|name| headers.contains_key(name)) {
+        return false;
+    }
+    !headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(|coding| {
+            let name = coding.split(|&b| b == b';').next().unwrap_or_default();
+            name.trim_ascii()
+        })
+        .any(|name| name == b"*" || name.eq_ignore_ascii_case(b"identity"))
+}
+
+/// A cached file, as `ServeDir` answers it: 304 when the client's copy is current (an
+/// `If-None-Match` decides alone when present, RFC 9110 §13.2.2), else the whole file.
+fn from_cache(file: &CachedFile, headers: &HeaderMap, head: bool) -> Response<Body> {
+    let not_modified = match headers.get(header::IF_NONE_MATCH) {
+        Some(tags) => file_cache::none_match_fails(tags, &file.etag),
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|since| since.to_str().ok())
+            .and_then(|since| since.parse::<httpdate::HttpDate>().ok())
+            .is_some_and(|since| file.modified <= since),
+    };
+    let mut res = Response::new(if head || not_modified {
+        body::empty()
+    } else {
+        body::full(file.body.clone())
+    });
+    if not_modified {
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+    }
+    let out = res.headers_mut();
+    if !not_modified {
+        out.insert(header::CONTENT_TYPE, file.content_type.clone());
+        out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(file.body.len()));
+    }
+    out.insert(header::LAST_MODIFIED, file.last_modified.clone());
+    out.insert(header::ETAG, file.etag.clone());
+    res
 }
 
 fn not_found() -> Response<ServeFileSystemResponseBody> {

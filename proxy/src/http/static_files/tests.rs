@@ -1,4 +1,4 @@
-use std::{fs, path::Path};
+use std::{fs, path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, response::Parts, Method, Request, StatusCode};
@@ -6,6 +6,21 @@ use http_body_util::BodyExt;
 use tempfile::TempDir;
 
 use super::{StaticFiles, Target};
+use crate::http::file_cache::FileCache;
+
+/// Every test goes through the cache as takgate runs it, re-checking files on every request so
+/// that tests changing files see the change at once.
+fn cache() -> Arc<FileCache> {
+    Arc::new(FileCache::with_revalidate(
+        1 << 20,
+        64 << 10,
+        Duration::ZERO,
+    ))
+}
+
+fn uncached() -> Arc<FileCache> {
+    Arc::new(FileCache::new(0, 0))
+}
 
 const INDEX: &str = "<!doctype html><title>OTS</title><div id=root>ROOT-INDEX</div>";
 const SUB_INDEX: &str = "<!doctype html>SUB-INDEX";
@@ -53,11 +68,11 @@ impl Fixture {
     }
 
     fn spa(&self) -> StaticFiles {
-        StaticFiles::new(self.root(), true)
+        StaticFiles::new(self.root(), true, cache())
     }
 
     fn plain(&self) -> StaticFiles {
-        StaticFiles::new(self.root(), false)
+        StaticFiles::new(self.root(), false, cache())
     }
 }
 
@@ -420,7 +435,7 @@ async fn missing_root_gets_503_page_until_it_appears() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("not-yet-copied");
     for spa_fallback in [true, false] {
-        let files = StaticFiles::new(&root, spa_fallback);
+        let files = StaticFiles::new(&root, spa_fallback, cache());
         assert_eq!(files.root(), root);
         for uri in ["/", "/map/123", "/assets/js/app-abc123.js"] {
             let (parts, body) = get(&files, uri).await;
@@ -432,7 +447,7 @@ async fn missing_root_gets_503_page_until_it_appears() {
     }
 
     // The same instance notices the folder once an init container has filled it.
-    let files = StaticFiles::new(&root, true);
+    let files = StaticFiles::new(&root, true, cache());
     fs::create_dir_all(&root).unwrap();
     fs::write(root.join("index.html"), INDEX).unwrap();
     let (parts, body) = get(&files, "/map/123").await;
@@ -457,7 +472,7 @@ async fn spa_root_without_index_gets_503() {
 
 #[tokio::test]
 async fn ui_missing_page_escapes_the_path() {
-    let files = StaticFiles::new("/nonexistent/<script>alert(1)</script>", true);
+    let files = StaticFiles::new("/nonexistent/<script>alert(1)</script>", true, cache());
     let (parts, body) = get(&files, "/").await;
     assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
     let page = std::str::from_utf8(&body).unwrap();
@@ -581,4 +596,131 @@ fn target_follows_servedir_path_rules() {
     assert_eq!(nameable(&format!("/{}", "a".repeat(255))), Some(true));
     assert_eq!(nameable(&format!("/{}", "a".repeat(256))), Some(false));
     assert_eq!(nameable(&format!("/{}", "ab/".repeat(1000))), Some(false));
+}
+
+/// The cache must be invisible: for every kind of request, cold and warm, the answer is the one
+/// `ServeDir` gives, header for header and byte for byte.
+#[tokio::test]
+async fn cached_answers_are_the_answers_from_disk() {
+    let fixture = Fixture::new();
+    let etag_of = |files: StaticFiles, uri: &'static str| async move {
+        let (parts, _) = get(&files, uri).await;
+        header(&parts, header::ETAG).to_owned()
+    };
+    let index_etag = etag_of(fixture.spa(), "/").await;
+    let json_etag = etag_of(fixture.spa(), "/locales/en/translation.json").await;
+    let modified = {
+        let (parts, _) = get(&fixture.spa(), "/").await;
+        header(&parts, header::LAST_MODIFIED).to_owned()
+    };
+    let uris = [
+        "/",
+        "/index.html",
+        "/sub/",
+        "/sub",
+        "/map/123",
+        "/locales/en/translation.json",
+        "/%6Cocales/en/./translation.json",
+        "/manifest.webmanifest",
+        "/alert.mp3",
+        "/assets/js/app-abc123.js",
+        "/assets/css/app-def456.css",
+        "/assets/missing.js",
+        "/index.html/",
+    ];
+    let header_sets: &[&[(&str, &str)]] = &[
+        &[],
+        &[("accept-encoding", "gzip, deflate, br")],
+        &[("accept-encoding", "identity;q=0")],
+        &[("accept-encoding", "*")],
+        &[("if-none-match", &index_etag)],
+        &[("if-none-match", &format!("\"x\", W/{json_etag}"))],
+        &[("if-none-match", "\"stale\"")],
+        &[("if-modified-since", &modified)],
+        &[("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT")],
+        &[
+            ("if-none-match", "\"stale\""),
+            ("if-modified-since", &modified),
+        ],
+        &[("range", "bytes=0-3")],
+        &[("if-match", "\"nope\"")],
+        &[("if-unmodified-since", "Thu, 01 Jan 1970 00:00:00 GMT")],
+    ];
+    for spa in [true, false] {
+        let root = fixture.root();
+        let warm = StaticFiles::new(&root, spa, cache());
+        let disk = StaticFiles::new(&root, spa, uncached());
+        for uri in uris {
+            for headers in header_sets {
+                for method in [Method::GET, Method::HEAD] {
+                    let want = send(&disk, request(method.clone(), uri, headers)).await;
+                    // Twice: the first may read the file, the second is answered from memory.
+                    for round in ["cold", "warm"] {
+                        let got = send(&warm, request(method.clone(), uri, headers)).await;
+                        let what = format!("{method} {uri} {headers:?} spa={spa} {round}");
+                        assert_eq!(got.0.status, want.0.status, "{what}");
+                        assert_eq!(got.0.headers, want.0.headers, "{what}");
+                        assert_eq!(got.1, want.1, "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_changed_file_is_served_new_after_the_revalidation_interval() {
+    let fixture = Fixture::new();
+    let path = fixture.root().join("locales/en/translation.json");
+    let slow = Arc::new(FileCache::with_revalidate(
+        1 << 20,
+        64 << 10,
+        Duration::from_secs(3600),
+    ));
+    let files = StaticFiles::new(fixture.root(), true, slow.clone());
+    let (_, body) = get(&files, "/locales/en/translation.json").await;
+    assert_eq!(body, TRANSLATION);
+    assert_eq!(slow.bytes(), TRANSLATION.len() as u64);
+
+    // Within the interval memory answers, as nginx's open_file_cache does.
+    fs::write(&path, r#"{"hello":"Hallo"}"#).unwrap();
+    let (_, body) = get(&files, "/locales/en/translation.json").await;
+    assert_eq!(body, TRANSLATION);
+
+    // A cache that re-checks sees the new version, and a deleted file is gone at once.
+    let files = StaticFiles::new(fixture.root(), true, cache());
+    let (parts, body) = get(&files, "/locales/en/translation.json").await;
+    assert_eq!(body, r#"{"hello":"Hallo"}"#);
+    let etag = header(&parts, header::ETAG).to_owned();
+    fs::write(&path, r#"{"hello":"Hej!!"}"#).unwrap();
+    let (parts, body) = get(&files, "/locales/en/translation.json").await;
+    assert_eq!(body, r#"{"hello":"Hej!!"}"#);
+    assert_ne!(header(&parts, header::ETAG), etag);
+    fs::remove_file(&path).unwrap();
+    let (parts, body) = get(&files, "/locales/en/translation.json").await;
+    assert_eq!(parts.status, StatusCode::OK, "SPA fallback");
+    assert_eq!(body, INDEX);
+}
+
+#[tokio::test]
+async fn the_cache_stays_within_its_budget_and_skips_large_files() {
+    let fixture = Fixture::new();
+    let cache = Arc::new(FileCache::new(70, 70));
+    let files = StaticFiles::new(fixture.root(), true, cache.clone());
+    // 100 KiB: over max_file, always from disk, never held.
+    let (parts, body) = get(&files, "/alert.mp3").await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(body.len(), MP3_LEN);
+    assert_eq!(cache.bytes(), 0);
+
+    let (_, body) = get(&files, "/").await;
+    assert_eq!(body, INDEX);
+    assert_eq!(cache.bytes(), INDEX.len() as u64);
+    // A second file does not fit beside the first: the least recently used one goes.
+    let (_, body) = get(&files, "/locales/en/translation.json").await;
+    assert_eq!(body, TRANSLATION);
+    assert_eq!(cache.bytes(), TRANSLATION.len() as u64);
+    let (_, body) = get(&files, "/").await;
+    assert_eq!(body, INDEX);
+    assert_eq!(cache.bytes(), INDEX.len() as u64);
 }
