@@ -1,14 +1,18 @@
 //! Accept loops: bounded connections, TLS handshakes with a deadline, and HTTP/1.1 served with
 //! upgrades, each connection tracked by the drain.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -139,9 +143,21 @@ async fn serve_http1<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client = Arc::new(client);
+    let activity = Arc::new(Activity::default());
     let svc = {
         let service = service.clone();
-        service_fn(move |req| service.clone().handle(client.clone(), req))
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let (service, client, activity) = (service.clone(), client.clone(), activity.clone());
+            activity.mark();
+            async move {
+                let res = service.handle(client, req).await;
+                // Again once the request body has (normally) been read, so that its bytes do not
+                // make the idle time after it look like a stalled head.
+                activity.mark();
+                res
+            }
+        })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -150,7 +166,13 @@ async fn serve_http1<I>(
         .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     let conn = builder
-        .serve_connection(TokioIo::new(io), svc)
+        .serve_connection(
+            TokioIo::new(Counted {
+                io,
+                activity: activity.clone(),
+            }),
+            svc,
+        )
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -167,6 +189,12 @@ async fn serve_http1<I>(
         } else if e.is_parse() {
             ConnectionError::Parse
         } else if e.is_timeout() {
+            if activity.idle_after_request() {
+                // hyper's header timeout also ends idle keep-alive connections; closing one that
+                // has finished its requests is routine, as nginx's keepalive_timeout is.
+                tracing::debug!(listener = %service.name(), "idle keep-alive connection closed");
+                return;
+            }
             ConnectionError::HeaderTimeout
         } else if e.is_incomplete_message() || e.is_canceled() {
             // A client that closes between requests is not an error worth counting.
@@ -176,5 +204,85 @@ async fn serve_http1<I>(
         };
         service.metrics().connection_error(service.name(), kind);
         tracing::debug!(listener = %service.name(), error = %e, "connection ended with an error");
+    }
+}
+
+/// What a connection has read, to tell an idle keep-alive connection from a stalled request head
+/// when hyper's header timeout ends it: both are the same error to hyper.
+#[derive(Debug)]
+struct Activity {
+    read: AtomicU64,
+    /// `read` as of the last request start or answer; `u64::MAX` before the first request.
+    marked: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            read: AtomicU64::new(0),
+            marked: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Activity {
+    fn mark(&self) {
+        self.marked
+            .store(self.read.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// At least one request was served and not a byte has come since.
+    fn idle_after_request(&self) -> bool {
+        self.read.load(Ordering::Relaxed) == self.marked.load(Ordering::Relaxed)
+    }
+}
+
+/// The client connection, counting the bytes read from it into [`Activity`].
+struct Counted<I> {
+    io: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before) as u64;
+        self.activity.read.fetch_add(n, Ordering::Relaxed);
+        res
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

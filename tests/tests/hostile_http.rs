@@ -516,6 +516,51 @@ async fn slowloris_heads_are_closed_at_the_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_is_closed_quietly_but_a_stalled_second_head_is_counted() {
+    let s = setup_with(HEADER_TIMEOUT, BODY_TIMEOUT).await;
+    for listener in ["web", "marti"] {
+        let (metric, labels) = Counted::Conn("header_timeout").series(listener);
+        let path = if listener == "web" {
+            "/api/ok"
+        } else {
+            "/Marti/api/ok"
+        };
+        let request = format!("GET {path} HTTP/1.1\r\nHost: tak.example\r\n\r\n");
+        let before = s.proxy.metric(metric, &labels);
+
+        // A finished request, then silence: a browser's kept-alive connection.
+        let mut kept = s.open(listener).await;
+        within(kept.write_all(request.as_bytes())).await.unwrap();
+        let answer = within(read_response(&mut kept)).await;
+        assert_eq!(answer.map(|a| a.status), Some(200), "{listener}");
+        let started = Instant::now();
+        assert!(
+            closes(&mut kept).await,
+            "{listener}: idle keep-alive closed"
+        );
+        assert!(started.elapsed() >= HEADER_TIMEOUT / 2, "{listener}");
+
+        // The same, then half of a second head: that one is a stalled client.
+        let mut stalled = s.open(listener).await;
+        within(stalled.write_all(request.as_bytes())).await.unwrap();
+        let answer = within(read_response(&mut stalled)).await;
+        assert_eq!(answer.map(|a| a.status), Some(200), "{listener}");
+        within(stalled.write_all(b"GET /api/x HTTP/1.1\r\nHost: tak"))
+            .await
+            .unwrap();
+        assert!(closes(&mut stalled).await, "{listener}: stalled head cut");
+        wait_for(
+            &s.proxy,
+            "stalled second head",
+            metric,
+            &labels,
+            before + 1.0,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stalled_bodies_are_cut_at_the_body_timeout_and_never_complete_upstream() {
     let s = setup_with(HEADER_TIMEOUT, BODY_TIMEOUT).await;
     for listener in ["web", "marti"] {
