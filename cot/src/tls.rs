@@ -22,6 +22,29 @@ use rustls::{InconsistentKeys, RootCertStore, ServerConfig, SupportedProtocolVer
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+/// A bounded label for why a TLS handshake failed, the same on stream and HTTPS listeners.
+pub fn handshake_failure(err: &std::io::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return "io";
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_cert",
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "unknown_ca",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::Revoked => "revoked",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_key_usage",
+            _ => "bad_cert",
+        },
+        _ => "protocol",
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -25,6 +25,7 @@ pub struct HttpMetrics {
     upstream_errors: IntCounterVec,
     connections_open: IntGaugeVec,
     connection_errors: IntCounterVec,
+    tls_refused: IntCounterVec,
     websocket_open: IntGaugeVec,
     websocket_bytes: IntCounterVec,
     tls_reloads: IntCounterVec,
@@ -143,6 +144,13 @@ impl HttpMetrics {
             ),
             &["listener", "kind"],
         )?;
+        let tls_refused = IntCounterVec::new(
+            Opts::new(
+                "takgate_http_tls_refused_total",
+                "TLS handshakes refused on HTTPS listeners, by reason (as takgate_stream_refused_total).",
+            ),
+            &["listener", "reason"],
+        )?;
         let websocket_open = IntGaugeVec::new(
             Opts::new(
                 "takgate_websocket_sessions_open",
@@ -175,6 +183,7 @@ impl HttpMetrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connection_errors.clone()))?;
+        registry.register(Box::new(tls_refused.clone()))?;
         registry.register(Box::new(websocket_open.clone()))?;
         registry.register(Box::new(websocket_bytes.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
@@ -190,6 +199,7 @@ impl HttpMetrics {
             upstream_errors,
             connections_open,
             connection_errors,
+            tls_refused,
             websocket_open,
             websocket_bytes,
             tls_reloads,
@@ -249,6 +259,14 @@ impl HttpMetrics {
         self.connection_errors
             .with_label_values(&[listener, kind.as_str()])
             .inc();
+    }
+
+    /// A refused handshake: `tls_handshake` in the connection errors, and why.
+    pub fn tls_refused(&self, listener: &str, reason: &'static str) {
+        self.tls_refused
+            .with_label_values(&[listener, reason])
+            .inc();
+        self.connection_error(listener, ConnectionError::TlsHandshake);
     }
 
     pub fn websocket_open(&self, listener: &str, route: RouteClass) -> IntGauge {

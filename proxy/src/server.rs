@@ -108,10 +108,9 @@ async fn serve_connection(
     let stream = match tokio::time::timeout(tls.handshake_timeout, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            service
-                .metrics()
-                .connection_error(service.name(), ConnectionError::TlsHandshake);
-            tracing::info!(listener = %service.name(), client = %peer, error = %e, "TLS handshake failed");
+            let reason = cot::tls::handshake_failure(&e);
+            service.metrics().tls_refused(service.name(), reason);
+            tracing::info!(listener = %service.name(), client = %peer, reason, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {

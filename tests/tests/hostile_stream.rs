@@ -254,8 +254,18 @@ impl Https {
 
     /// A request with `cert` gets no answer: the handshake fails, or the connection closes
     /// before one (TLS 1.3 reports the client certificate's refusal after the client finished).
-    async fn refused_with(&self, case: &str, cert: Option<&IssuedCert>) {
+    fn refused(&self, reason: &str) -> f64 {
+        self.proxy.metric(
+            "takgate_http_tls_refused_total",
+            &[("listener", "marti"), ("reason", reason)],
+        )
+    }
+
+    /// `reasons`: the label the refusal may be counted under (the forged and CA cases may be
+    /// reported either way, depending on which check fails first).
+    async fn refused_with(&self, case: &str, cert: Option<&IssuedCert>, reasons: &[&str]) {
         let before = self.handshake_errors("tls_handshake");
+        let reasons_before: f64 = reasons.iter().map(|r| self.refused(r)).sum();
         let req = b"GET /Marti/api/refused HTTP/1.1\r\nHost: tak.example\r\n\r\n";
         if let Ok(mut conn) = connect(self.addr(), Some(self.pki.client_config(cert))).await {
             let _ = within(conn.write_all(req)).await;
@@ -263,6 +273,12 @@ impl Https {
             assert!(answer.is_none(), "{case}: got {answer:?}");
         }
         self.wait_errors(case, "tls_handshake", before + 1.0).await;
+        let counted: f64 = reasons.iter().map(|r| self.refused(r)).sum();
+        assert_eq!(
+            counted,
+            reasons_before + 1.0,
+            "{case}: counted under {reasons:?}"
+        );
         self.good_request_works(case).await;
     }
 
@@ -340,16 +356,22 @@ async fn https_listener_refuses_certificates_that_are_not_good_enough() {
     // A CA with the very same name as the real one: only the signature tells them apart.
     let forger = TestPki::named("takgate test CA");
     let forged = forger.issue_client("eud1");
-    for (case, cert) in [
-        ("expired", &expired),
-        ("not yet valid", &future),
-        ("server-only key usage", &server_only),
-        ("revoked", &s.revoked),
-        ("a CA certificate as client certificate", &ca_flagged),
-        ("a same-name forged CA", &forged),
+    let either: &[&str] = &["bad_cert", "unknown_ca"];
+    for (case, cert, reasons) in [
+        ("expired", &expired, &["expired"][..]),
+        ("not yet valid", &future, &["not_yet_valid"]),
+        ("server-only key usage", &server_only, &["wrong_key_usage"]),
+        ("revoked", &s.revoked, &["revoked"]),
+        (
+            "a CA certificate as client certificate",
+            &ca_flagged,
+            either,
+        ),
+        ("a same-name forged CA", &forged, either),
     ] {
-        s.refused_with(case, Some(cert)).await;
+        s.refused_with(case, Some(cert), reasons).await;
     }
+    s.refused_with("no certificate", None, &["no_cert"]).await;
     s.upstream_saw_no_refused_request();
 }
 

@@ -212,7 +212,7 @@ impl Gateway {
         {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                let reason = handshake_failure(&e);
+                let reason = crate::tls::handshake_failure(&e);
                 self.metrics.refused(reason);
                 tracing::info!(listener = %name, client = %addr, reason, error = %e, "TLS handshake failed");
                 return;
@@ -328,27 +328,4 @@ pub fn common_name(der: &[u8]) -> Option<String> {
         return None;
     }
     Some(cn)
-}
-
-/// A bounded label for why a handshake failed.
-fn handshake_failure(err: &std::io::Error) -> &'static str {
-    use rustls::CertificateError as C;
-    let Some(tls) = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
-        return "io";
-    };
-    match tls {
-        rustls::Error::NoCertificatesPresented => "no_cert",
-        rustls::Error::InvalidCertificate(c) => match c {
-            C::UnknownIssuer => "unknown_ca",
-            C::Expired | C::ExpiredContext { .. } => "expired",
-            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
-            C::Revoked => "revoked",
-            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_key_usage",
-            _ => "bad_cert",
-        },
-        _ => "protocol",
-    }
 }
