@@ -1,7 +1,10 @@
 //! Faults on the upstream side (issue 7, point 3, first part): the OTS API going away and coming
-//! back, closing or going silent mid-response, and the CoT upstream resetting a session. Each is
-//! answered, counted, confined to the requests or session it hit, and healed without a restart.
+//! back, closing or going silent mid-response, hanging under load, and the CoT upstream
+//! resetting a session. Each is answered, counted, confined to the requests or session it hit,
+//! and healed without a restart.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -193,4 +196,153 @@ async fn a_cot_upstream_resetting_one_session_closes_that_session_only() {
     let mut fresh_up = up.accept().await;
     within(fresh_up.read_exact(&mut buf)).await.unwrap();
     assert_eq!(buf, PING);
+}
+
+/// An OTS API that has hung: it accepts connections and reads requests but answers none, each
+/// connection held until takgate gives up on it. Once `recovered`, it answers every request.
+struct HungUpstream {
+    addr: std::net::SocketAddr,
+    /// Requests received and left unanswered.
+    hung: Arc<AtomicUsize>,
+    recovered: Arc<AtomicBool>,
+}
+
+impl HungUpstream {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hung = Arc::new(AtomicUsize::new(0));
+        let recovered = Arc::new(AtomicBool::new(false));
+        let (h, r) = (hung.clone(), recovered.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(Self::serve(s, h.clone(), r.clone()));
+            }
+        });
+        Self {
+            addr,
+            hung,
+            recovered,
+        }
+    }
+
+    /// Bodiless requests only (GETs), which is all the test sends.
+    async fn serve(
+        mut s: tokio::net::TcpStream,
+        hung: Arc<AtomicUsize>,
+        recovered: Arc<AtomicBool>,
+    ) {
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                }
+                continue;
+            };
+            pending.drain(..end + 4);
+            if recovered.load(Ordering::SeqCst) {
+                let ok = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                if ok.is_err() {
+                    return;
+                }
+                continue;
+            }
+            hung.fetch_add(1, Ordering::SeqCst);
+            // Held, silent, until takgate closes it.
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_api_upstream_gets_504s_at_the_response_timeout_while_the_rest_stays_responsive() {
+    const REQUESTS: usize = 32;
+    let timeout = Duration::from_secs(4);
+    let up = HungUpstream::start().await;
+    let ui = tempfile::tempdir().unwrap();
+    std::fs::write(ui.path().join("index.html"), "<html>OTS UI</html>").unwrap();
+    let toml = web_config(&format!("http://{}", up.addr), "")
+        .replace(
+            "connect_timeout = \"1s\"",
+            "connect_timeout = \"1s\"\nresponse_timeout = \"4s\"",
+        )
+        .replace("/nonexistent-ui", &ui.path().display().to_string());
+    let proxy = TestProxy::start(&toml).await;
+    let (web, admin) = (proxy.http("web"), proxy.addrs.admin);
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = get(web, &format!("/api/hung/{i}"), &[]).await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                (got, started.elapsed())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.hung.load(Ordering::SeqCst) < REQUESTS {
+        assert!(
+            Instant::now() < deadline,
+            "the requests never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // With every API request stuck, the UI and the admin endpoints still answer, and readiness
+    // says why it is not ready.
+    let page = get(web, "/", &[]).await;
+    assert_eq!(
+        (page.status.as_u16(), page.text().as_str()),
+        (200, "<html>OTS UI</html>")
+    );
+    assert_eq!(get(admin, "/healthz", &[]).await.status, 200);
+    let ready = get(admin, "/readyz", &[]).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let json: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(json["upstream_ok"], false);
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        0,
+        "the API requests were answered before the response timeout"
+    );
+
+    for request in requests {
+        let (got, took) = within(request).await.unwrap();
+        assert_eq!(got.status, 504, "{}", got.text());
+        assert!(got.text().contains("upstream timed out"), "{}", got.text());
+        assert!(took >= timeout, "answered after {took:?}");
+    }
+    proxy
+        .wait_metric(
+            "takgate_proxy_errors_total",
+            &[
+                ("listener", "web"),
+                ("route", "api"),
+                ("side", "upstream"),
+                ("kind", "response_timeout"),
+            ],
+            REQUESTS as f64,
+        )
+        .await;
+    assert_eq!(proxy.metric("takgate_http_in_flight_requests", &[]), 0.0);
+
+    // OTS recovers: the same takgate serves again, readiness included.
+    up.recovered.store(true, Ordering::SeqCst);
+    let after: Vec<_> = (0..REQUESTS)
+        .map(|i| tokio::spawn(async move { get(web, &format!("/api/after/{i}"), &[]).await }))
+        .collect();
+    for request in after {
+        let got = within(request).await.unwrap();
+        assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "ok"));
+    }
+    assert_eq!(get(admin, "/readyz", &[]).await.status, 200);
 }
