@@ -13,9 +13,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
 use takgate_tests::certs::{server_name, TestPki};
-use takgate_tests::client::{read_response, within};
+use takgate_tests::client::{connection, read_response, within};
 use takgate_tests::cot::{stream_config, tls_connect, CotUpstream};
 use takgate_tests::process::TakgateProcess;
 use takgate_tests::proxy::{base_config, web_config};
@@ -97,11 +96,7 @@ async fn sigterm_during_a_100_mib_upload_lets_it_finish_then_exits_0() {
         .header("content-length", UPLOAD)
         .body(body)
         .unwrap();
-    let stream = within(TcpStream::connect(web)).await.unwrap();
-    let (mut sender, conn) = within(hyper::client::conn::http1::handshake(TokioIo::new(stream)))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connection(web).await;
     let answer = tokio::spawn(async move {
         let resp = tokio::time::timeout(LONG, sender.send_request(req))
             .await
@@ -386,20 +381,29 @@ async fn cot_sink() -> SocketAddr {
     addr
 }
 
+/// A TLS connection to `addr`, and the certificate the server presented.
+async fn handshake(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>), String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(server_name(), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    Ok((tls, served))
+}
+
 /// One whole session on the CoT listener: handshake (with a client certificate), an event,
 /// and a clean close both ways. Returns the certificate the server presented.
 async fn cot_session(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<Vec<u8>, String> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(server_name(), tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut tls, served) = handshake(addr, config).await?;
     tls.write_all(PING)
         .await
         .map_err(|e| format!("write: {e}"))?;
@@ -420,14 +424,7 @@ async fn https_request(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<Vec<u8>, String> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(server_name(), tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut tls, served) = handshake(addr, config).await?;
     tls.write_all(b"GET /api/reload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .map_err(|e| format!("write: {e}"))?;
