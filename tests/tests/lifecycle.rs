@@ -50,7 +50,7 @@ async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// SIGTERM, then exit 0 after a drain that finished within the grace.
+/// After SIGTERM: exit 0, the drain having finished within the grace.
 async fn exits_cleanly(gate: &mut TakgateProcess, grace: Duration) {
     let status = gate.wait_exit(grace).await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", gate.log());
