@@ -70,7 +70,8 @@ pub struct UpstreamConfig {
     pub url: Uri,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// How long to wait for response headers, and for each chunk of a response body after that.
+    /// How long the upstream may take to answer once it has the whole request, to take each
+    /// part of a request body, and to send each chunk of a response body.
     /// Must exceed engine.io's 25 s ping interval, or long-polling requests would be cut.
     #[serde(default = "default_response_timeout", with = "humantime_serde")]
     pub response_timeout: Duration,

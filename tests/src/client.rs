@@ -62,12 +62,24 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     with_host(&mut req, addr);
+    let mut sender = connection(addr).await;
+    within(sender.send_request(req)).await.expect("request")
+}
+
+/// A new HTTP/1.1 client connection to `addr`, for a test that paces its request itself (the
+/// request sets its own Host).
+pub async fn connection<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = within(TcpStream::connect(addr)).await.expect("connect");
-    let (mut sender, conn) = within(hyper::client::conn::http1::handshake(TokioIo::new(stream)))
+    let (sender, conn) = within(hyper::client::conn::http1::handshake(TokioIo::new(stream)))
         .await
         .expect("handshake");
     tokio::spawn(conn.with_upgrades());
-    within(sender.send_request(req)).await.expect("request")
+    sender
 }
 
 /// `GET path` with extra headers.

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ struct State {
     held: Notify,
     /// Bytes received by `/upload` (counted, not stored).
     uploaded: Mutex<Vec<u64>>,
+    /// Bytes of `/upload` bodies received so far, finished or not.
+    upload_progress: AtomicU64,
     /// `/upload` bodies that ended in an error rather than at their end: cut by takgate.
     broken_uploads: Mutex<u64>,
     /// Cancelled by [`FakeUpstream::stop`]: the accept loop and every connection end.
@@ -162,6 +165,11 @@ impl FakeUpstream {
         self.state.uploaded.lock().expect("lock").clone()
     }
 
+    /// Bytes of `/upload` bodies received so far, including those still arriving.
+    pub fn upload_progress(&self) -> u64 {
+        self.state.upload_progress.load(Ordering::Relaxed)
+    }
+
     /// How many `/upload` bodies broke off (an error instead of their end), so a test can tell
     /// a request OTS would have processed from one it would have failed.
     pub fn broken_uploads(&self) -> u64 {
@@ -236,7 +244,11 @@ async fn handle(
             let mut body = req.into_body();
             while let Some(frame) = body.frame().await {
                 match frame {
-                    Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Ok(f) => {
+                        let len = f.data_ref().map_or(0, |d| d.len() as u64);
+                        n += len;
+                        state.upload_progress.fetch_add(len, Ordering::Relaxed);
+                    }
                     Err(_) => {
                         *state.broken_uploads.lock().expect("lock") += 1;
                         break;

@@ -1,14 +1,17 @@
 //! Faults on the upstream side (issue 7, point 3, first part): the OTS API going away and coming
-//! back, closing or going silent mid-response, and the CoT upstream resetting a session. Each is
-//! answered, counted, confined to the requests or session it hit, and healed without a restart.
+//! back, closing or going silent mid-response, hanging under load, and the CoT upstream
+//! resetting a session. Each is answered, counted, confined to the requests or session it hit,
+//! and healed without a restart.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use takgate_tests::certs::TestPki;
-use takgate_tests::client::{get, send_streaming, within};
+use takgate_tests::client::{connection, get, send_streaming, within};
 use takgate_tests::cot::{stream_config, tls_connect, CotUpstream};
 use takgate_tests::proxy::{base_config, web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
@@ -24,6 +27,26 @@ fn upstream_errors(proxy: &TestProxy, kind: &str) -> f64 {
     proxy.metric(
         "takgate_proxy_errors_total",
         &[("side", "upstream"), ("kind", kind)],
+    )
+}
+
+/// Waits until `n` upstream errors of `kind` are counted, with no request left in flight.
+async fn wait_upstream_errors(proxy: &TestProxy, kind: &str, n: f64) {
+    proxy
+        .wait_metric(
+            "takgate_proxy_errors_total",
+            &[("side", "upstream"), ("kind", kind)],
+            n,
+        )
+        .await;
+    assert_eq!(proxy.metric("takgate_http_in_flight_requests", &[]), 0.0);
+}
+
+/// A plain `web` listener in front of `upstream` with a short `response_timeout`.
+fn with_response_timeout(upstream: &str, timeout: &str) -> String {
+    web_config(upstream, "").replace(
+        "connect_timeout = \"1s\"",
+        &format!("connect_timeout = \"1s\"\nresponse_timeout = \"{timeout}\""),
     )
 }
 
@@ -84,13 +107,7 @@ async fn an_api_upstream_closing_mid_response_cuts_the_body_and_is_counted() {
     let proxy = TestProxy::start(&web_config(&format!("http://{addr}"), "")).await;
     let web = proxy.http("web");
     for _ in 0..2 {
-        let stream = within(tokio::net::TcpStream::connect(web)).await.unwrap();
-        let (mut sender, conn) = within(hyper::client::conn::http1::handshake(
-            hyper_util::rt::TokioIo::new(stream),
-        ))
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut sender = connection(web).await;
         let req = Request::get("/api/download")
             .header("host", web.to_string())
             .body(Full::<Bytes>::default())
@@ -106,23 +123,13 @@ async fn an_api_upstream_closing_mid_response_cuts_the_body_and_is_counted() {
             Err(e) => assert!(e.is_incomplete_message(), "{e}"),
         }
     }
-    proxy
-        .wait_metric(
-            "takgate_proxy_errors_total",
-            &[("side", "upstream"), ("kind", "protocol")],
-            2.0,
-        )
-        .await;
-    assert_eq!(proxy.metric("takgate_http_in_flight_requests", &[]), 0.0);
+    wait_upstream_errors(&proxy, "protocol", 2.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_upstream_going_silent_mid_body_is_cut_at_the_response_timeout_and_counted() {
     let up = FakeUpstream::start().await;
-    let toml = web_config(&up.url(), "").replace(
-        "connect_timeout = \"1s\"",
-        "connect_timeout = \"1s\"\nresponse_timeout = \"300ms\"",
-    );
+    let toml = with_response_timeout(&up.url(), "300ms");
     let proxy = TestProxy::start(&toml).await;
     let started = Instant::now();
     let resp = send_streaming(
@@ -134,13 +141,7 @@ async fn an_api_upstream_going_silent_mid_body_is_cut_at_the_response_timeout_an
     .await;
     assert!(within(resp.into_body().collect()).await.is_err());
     assert!(started.elapsed() < Duration::from_millis(1500));
-    proxy
-        .wait_metric(
-            "takgate_proxy_errors_total",
-            &[("side", "upstream"), ("kind", "response_timeout")],
-            1.0,
-        )
-        .await;
+    wait_upstream_errors(&proxy, "response_timeout", 1.0).await;
     assert_eq!(get(proxy.http("web"), "/api/ok", &[]).await.status, 200);
 }
 
@@ -193,4 +194,211 @@ async fn a_cot_upstream_resetting_one_session_closes_that_session_only() {
     let mut fresh_up = up.accept().await;
     within(fresh_up.read_exact(&mut buf)).await.unwrap();
     assert_eq!(buf, PING);
+}
+
+/// An OTS API that has hung: it accepts connections and reads requests but answers none, each
+/// connection held until takgate gives up on it. Once `recovered`, it answers every request.
+struct HungUpstream {
+    addr: std::net::SocketAddr,
+    /// Requests received and left unanswered.
+    hung: Arc<AtomicUsize>,
+    recovered: Arc<AtomicBool>,
+}
+
+impl HungUpstream {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hung = Arc::new(AtomicUsize::new(0));
+        let recovered = Arc::new(AtomicBool::new(false));
+        let (h, r) = (hung.clone(), recovered.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(Self::serve(s, h.clone(), r.clone()));
+            }
+        });
+        Self {
+            addr,
+            hung,
+            recovered,
+        }
+    }
+
+    /// Bodiless requests only (GETs), which is all the test sends.
+    async fn serve(
+        mut s: tokio::net::TcpStream,
+        hung: Arc<AtomicUsize>,
+        recovered: Arc<AtomicBool>,
+    ) {
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                }
+                continue;
+            };
+            pending.drain(..end + 4);
+            if recovered.load(Ordering::SeqCst) {
+                let ok = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                if ok.is_err() {
+                    return;
+                }
+                continue;
+            }
+            hung.fetch_add(1, Ordering::SeqCst);
+            // Held, silent, until takgate closes it.
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_api_upstream_gets_504s_at_the_response_timeout_while_the_rest_stays_responsive() {
+    const REQUESTS: usize = 32;
+    let timeout = Duration::from_secs(4);
+    let up = HungUpstream::start().await;
+    let ui = tempfile::tempdir().unwrap();
+    std::fs::write(ui.path().join("index.html"), "<html>OTS UI</html>").unwrap();
+    let toml = with_response_timeout(&format!("http://{}", up.addr), "4s")
+        .replace("/nonexistent-ui", &ui.path().display().to_string());
+    let proxy = TestProxy::start(&toml).await;
+    let (web, admin) = (proxy.http("web"), proxy.addrs.admin);
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = get(web, &format!("/api/hung/{i}"), &[]).await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                (got, started.elapsed())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.hung.load(Ordering::SeqCst) < REQUESTS {
+        assert!(
+            Instant::now() < deadline,
+            "the requests never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // With every API request stuck, the UI and the admin endpoints still answer, and readiness
+    // says why it is not ready.
+    let page = get(web, "/", &[]).await;
+    assert_eq!(
+        (page.status.as_u16(), page.text().as_str()),
+        (200, "<html>OTS UI</html>")
+    );
+    assert_eq!(get(admin, "/healthz", &[]).await.status, 200);
+    let ready = get(admin, "/readyz", &[]).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let json: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(json["upstream_ok"], false);
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        0,
+        "the API requests were answered before the response timeout"
+    );
+
+    for request in requests {
+        let (got, took) = within(request).await.unwrap();
+        assert_eq!(got.status, 504, "{}", got.text());
+        assert!(got.text().contains("upstream timed out"), "{}", got.text());
+        assert!(took >= timeout, "answered after {took:?}");
+    }
+    wait_upstream_errors(&proxy, "response_timeout", REQUESTS as f64).await;
+    let api = [("listener", "web"), ("route", "api"), ("side", "upstream")];
+    assert_eq!(
+        proxy.metric("takgate_proxy_errors_total", &api),
+        REQUESTS as f64
+    );
+
+    // OTS recovers: the same takgate serves again, readiness included.
+    up.recovered.store(true, Ordering::SeqCst);
+    let after: Vec<_> = (0..REQUESTS)
+        .map(|i| tokio::spawn(async move { get(web, &format!("/api/after/{i}"), &[]).await }))
+        .collect();
+    for request in after {
+        let got = within(request).await.unwrap();
+        assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "ok"));
+    }
+    assert_eq!(get(admin, "/readyz", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_longer_than_the_response_timeout_is_not_cut() {
+    // The response timeout is OTS's time to act, as nginx's proxy_read_timeout: it runs once
+    // the request is sent, not while a slow client is still uploading, even with pauses longer
+    // than it (those are the body's idle timeout's business).
+    let up = FakeUpstream::start().await;
+    let toml = with_response_timeout(&up.url(), "300ms");
+    let proxy = TestProxy::start(&toml).await;
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 4 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(
+                b"0123456789",
+            ))),
+            i + 1,
+        ))
+    });
+    let started = Instant::now();
+    let resp = send_streaming(
+        proxy.http("web"),
+        Request::post("/api/upload")
+            .header("content-length", "40")
+            .body(http_body_util::StreamBody::new(chunks))
+            .unwrap(),
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(1800));
+    assert_eq!(resp.status(), 200);
+    let body = within(resp.into_body().collect()).await.unwrap().to_bytes();
+    assert_eq!(body, "40");
+    assert_eq!(up.uploaded(), vec![40]);
+    assert_eq!(upstream_errors(&proxy, "response_timeout"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_stops_taking_an_upload_gets_504_at_the_response_timeout() {
+    // Accepts, never reads: once the socket buffers are full, the upload makes no progress.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+    let toml = with_response_timeout(&format!("http://{addr}"), "500ms");
+    let proxy = TestProxy::start(&toml).await;
+    let web = proxy.http("web");
+    // Far more than the socket buffers hold (and under the body limit), offered as fast as
+    // takgate takes it.
+    let total: u64 = 96 * 1024 * 1024;
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    let upload =
+        futures_util::stream::iter((0..total / 65536).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        }));
+    let mut sender = connection(web).await;
+    let req = Request::post("/api/upload")
+        .header("host", web.to_string())
+        .header("content-length", total.to_string())
+        .body(http_body_util::StreamBody::new(upload))
+        .unwrap();
+    // The answer is a 504, or (takgate closing the connection on an unread body) a cut
+    // connection; either way within a few response timeouts, never a hang.
+    if let Ok(resp) = within(sender.send_request(req)).await {
+        assert_eq!(resp.status(), 504);
+    }
+    wait_upstream_errors(&proxy, "response_timeout", 1.0).await;
+    drop(within(held).await);
 }

@@ -475,8 +475,9 @@ async fn slowloris_heads_are_closed_at_the_header_timeout() {
         let (metric, labels) = Counted::Conn("header_timeout").series(listener);
         // One byte every 100 ms: each byte is progress, but the head as a whole has a deadline.
         let before = s.proxy.metric(metric, &labels);
-        let mut conn = s.open(listener).await;
+        // Started before connecting: takgate's clock starts while the client connects.
         let started = Instant::now();
+        let mut conn = s.open(listener).await;
         let head = b"GET /api/x HTTP/1.1\r\nHost: tak.example\r\nX-Slow: ";
         let mut cut = false;
         for b in head.iter().chain(std::iter::repeat_n(&b'z', 100)) {
@@ -502,8 +503,8 @@ async fn slowloris_heads_are_closed_at_the_header_timeout() {
 
         // A connection that never sends a byte (after its TLS handshake, on marti).
         let before = s.proxy.metric(metric, &labels);
-        let mut idle = s.open(listener).await;
         let started = Instant::now();
+        let mut idle = s.open(listener).await;
         assert!(
             closes(&mut idle).await,
             "{listener}: a silent client must be cut"

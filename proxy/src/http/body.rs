@@ -3,13 +3,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// Errors carried inside bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,6 +78,86 @@ where
                 Poll::Pending => Poll::Pending,
             },
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How far the upstream has got with a request body, shared between the body and the wait for
+/// the response: the response timeout is the upstream's time to act, so it runs from the
+/// upstream's last progress, and not while the body waits on the client (that wait is bounded
+/// by the body's own [`IdleTimeout`]).
+#[derive(Debug)]
+pub struct SendProgress {
+    started: Instant,
+    /// Nanoseconds after `started` when the upstream last took a frame (or the body ended).
+    last_nanos: AtomicU64,
+    /// The upstream asked for more and the client has not sent it yet.
+    awaiting_client: AtomicBool,
+}
+
+impl SendProgress {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            started: Instant::now(),
+            last_nanos: AtomicU64::new(0),
+            awaiting_client: AtomicBool::new(false),
+        })
+    }
+
+    /// When the upstream last took part of the request (its start, if nothing yet).
+    pub fn last(&self) -> Instant {
+        self.started + Duration::from_nanos(self.last_nanos.load(Ordering::Acquire))
+    }
+
+    /// Whether the request is held up by the client rather than by the upstream.
+    pub fn awaiting_client(&self) -> bool {
+        self.awaiting_client.load(Ordering::Acquire)
+    }
+
+    /// `body`, recording its progress here.
+    pub fn track<B>(self: &std::sync::Arc<Self>, body: B) -> Tracked<B> {
+        Tracked {
+            inner: body,
+            progress: self.clone(),
+        }
+    }
+}
+
+/// A body that records in a [`SendProgress`] each frame the upstream takes.
+pub struct Tracked<B> {
+    inner: B,
+    progress: std::sync::Arc<SendProgress>,
+}
+
+impl<B> http_body::Body for Tracked<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let progress = &this.progress;
+        if polled.is_ready() {
+            let nanos = u64::try_from(progress.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            progress.last_nanos.store(nanos, Ordering::Release);
+        }
+        progress
+            .awaiting_client
+            .store(polled.is_pending(), Ordering::Release);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

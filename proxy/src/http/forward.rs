@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::body::{Body, BoxError, IdleTimedOut, IdleTimeout};
+use crate::http::body::{Body, BoxError, IdleTimedOut, IdleTimeout, SendProgress};
 use crate::http::head;
 use crate::http::router::{HostHeader, ProxyRoute, Upstream};
 use http_body_util::BodyExt;
@@ -80,11 +80,16 @@ impl Forwarder {
         self.response_timeout
     }
 
-    /// Sends `req` (already rewritten by [`Forwarder::upstream_request`]) and waits for the head.
+    /// Sends `req` (already rewritten by [`Forwarder::upstream_request`], its body tracked by
+    /// `progress`) and waits for the head. The upstream gets `response_timeout` from its last
+    /// progress: from taking the last of the body to answering, and between two parts of a
+    /// body it is taking, however long a slow client takes to upload (nginx's
+    /// `proxy_read_timeout` and `proxy_send_timeout`).
     pub async fn send(
         &self,
         upstream: &Upstream,
         req: Request<Body>,
+        progress: &SendProgress,
     ) -> Result<Forwarded, ProxyError> {
         let client = if upstream.tls_verify {
             &self.verified
@@ -92,17 +97,36 @@ impl Forwarder {
             &self.unverified
         };
         let start = tokio::time::Instant::now();
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-            Ok(Ok(response)) => Ok(Forwarded {
-                response,
-                ttfb: start.elapsed(),
-            }),
-            Ok(Err(e)) => Err(classify(&upstream.uri, e)),
-            Err(_) => Err(ProxyError::new(
-                ErrorKind::UpstreamTimeout,
-                Some(upstream.uri.to_string()),
-                Some(format!("no response head within {:?}", self.response_timeout).into()),
-            )),
+        let request = client.request(req);
+        tokio::pin!(request);
+        let mut deadline = start + self.response_timeout;
+        loop {
+            tokio::select! {
+                result = &mut request => {
+                    return match result {
+                        Ok(response) => Ok(Forwarded {
+                            response,
+                            ttfb: start.elapsed(),
+                        }),
+                        Err(e) => Err(classify(&upstream.uri, e)),
+                    };
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = tokio::time::Instant::now();
+                    deadline = if progress.awaiting_client() {
+                        now + self.response_timeout
+                    } else {
+                        progress.last() + self.response_timeout
+                    };
+                    if deadline <= now {
+                        return Err(ProxyError::new(
+                            ErrorKind::UpstreamTimeout,
+                            Some(upstream.uri.to_string()),
+                            Some(format!("no response within {:?}", self.response_timeout).into()),
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -282,10 +306,16 @@ fn classify(upstream: &Uri, err: hyper_util::client::legacy::Error) -> ProxyErro
 pub struct ClientBodyError(#[source] pub BoxError);
 
 /// The client's request body as sent upstream: at most `limit` bytes, each chunk within
-/// `idle` of the last, errors marked as the client's.
-pub fn request_body(body: hyper::body::Incoming, limit: usize, idle: Duration) -> Body {
+/// `idle` of the last, errors marked as the client's, its progress recorded in `progress`.
+pub fn request_body(
+    body: hyper::body::Incoming,
+    limit: usize,
+    idle: Duration,
+    progress: &Arc<SendProgress>,
+) -> Body {
     let limited = http_body_util::Limited::new(body, limit);
-    IdleTimeout::new(limited, idle)
+    progress
+        .track(IdleTimeout::new(limited, idle))
         .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
         .boxed_unsync()
 }

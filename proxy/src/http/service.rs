@@ -17,7 +17,7 @@ use crate::config::HttpListenerConfig;
 use crate::drain::Drain;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::access::{Logged, RequestRecord};
-use crate::http::body::{self, Body};
+use crate::http::body::{self, Body, SendProgress};
 use crate::http::cors::{CorsPolicy, Decision};
 use crate::http::file_cache::FileCache;
 use crate::http::forward::{self, ClientInfo, Forwarder};
@@ -212,11 +212,12 @@ impl HttpService {
             ));
         }
         let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        let req = req.map(|b| forward::request_body(b, limit, self.body_read_timeout));
+        let progress = SendProgress::new();
+        let req = req.map(|b| forward::request_body(b, limit, self.body_read_timeout, &progress));
         let req =
             self.forwarder
                 .upstream_request(route, client, &self.default_host, upgrade, req)?;
-        let forwarded = self.forwarder.send(&route.upstream, req).await?;
+        let forwarded = self.forwarder.send(&route.upstream, req, &progress).await?;
         self.metrics
             .upstream_ttfb(&self.name, class, forwarded.ttfb.as_secs_f64());
         let mut resp = forwarded.response;
