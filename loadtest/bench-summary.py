@@ -1,84 +1,514 @@
 #!/usr/bin/env python3
-"""Summarises a loadtest/bench output folder: medians over runs per workload and target,
-takgate/nginx ratios, and p99 latency added over direct. Prints Markdown; writes summary.json."""
+"""Summarises a loadtest/bench output folder.
+
+    bench-summary.py OUT [--publish ROOT]
+
+Reads OUT/runs/WORKLOAD/TARGET-RUN.json (loadtest reports), OUT/meta.json, OUT/api-rate.json,
+OUT/takgate-start.json and OUT/nginx-start.json. Takes the median of every figure over the
+runs, per workload and target; compares takgate with nginx and both with direct; checks the
+figures against issue 6's bar. Writes OUT/summary.json, OUT/plots/WORKLOAD.svg (latency by
+percentile, HdrHistogram style: direct, nginx and takgate on one chart, the median run bold and
+the others faint) and OUT/summary.md, and prints the Markdown. With --publish, also writes
+ROOT/BENCHMARKS.md and copies the plots and summary.json to ROOT/docs/bench/.
+
+Python 3 standard library only: the plots are SVG written directly.
+"""
+import argparse
 import json
+import math
 import os
+import shutil
 import statistics
 import sys
+from xml.sax.saxutils import escape
 
-out = sys.argv[1]
-runs = os.path.join(out, "runs")
+TARGETS = ("direct", "nginx", "takgate")
+COLORS = {"direct": "#6e7781", "nginx": "#1a7f37", "takgate": "#0969da"}
+
+# Workload: what it does, its throughput figure (label, report path), and the latency it plots.
+WORKLOADS = {
+    "static-2k": ("GET a 2 KB file, 16 keep-alive connections, as fast as it goes",
+                  ("req/s", "ops.received_per_s"), "latency"),
+    "static-1m": ("GET a 1 MB asset, 4 keep-alive connections, as fast as it goes",
+                  ("MB/s", "bytes.received_mb_per_s"), "latency"),
+    "api-max": ("GET /api/health proxied to a small JSON answer, 16 connections, as fast as it goes",
+                ("req/s", "ops.received_per_s"), "latency"),
+    "api-rate": ("GET /api/health at a fixed rate: half of nginx's api-max",
+                 ("req/s", "ops.received_per_s"), "latency"),
+    "ws-relay": ("50 WebSockets on /socket.io, 1 KB messages echoed by the upstream, 4 in flight each",
+                 ("msg/s", "ops.received_per_s"), "latency"),
+    "cot-handshakes": ("2,000 mutual-TLS connections opened, 64 at a time, full handshakes",
+                       ("handshakes/s", "connections.handshakes_per_s"), "connections.setup"),
+    "cot-relay-1k": ("50 mutual-TLS CoT clients, 1 KB events echoed by the upstream, 8 in flight each",
+                     ("msg/s", "ops.received_per_s"), "latency"),
+    "cot-latency-2000": ("2,000 mutual-TLS CoT clients at 1 event/s each, echoed by the upstream",
+                         ("msg/s", "ops.received_per_s"), "latency"),
+    "cot-idle-10k": ("10,000 idle mutual-TLS connections held (fewer under a low open-file limit); the server's RSS growth per connection",
+                     ("KiB/conn", "server_rss.per_connection_kib"), None),
+}
+FIXED_RATE = ("api-rate", "cot-latency-2000")
+
+# Issue 6's bar.
+ADDED_P99_MAX_MS = 1.0
+KIB_PER_IDLE_CONN_MAX = 32
+START_TO_READY_MAX_MS = 50
+IDLE_RSS_MAX_KB = 15e6 / 1024  # 15 MB
+
 
 def get(r, path):
     for k in path.split("."):
-        if r is None:
+        if not isinstance(r, dict):
             return None
         r = r.get(k)
     return r
 
-METRICS = [
-    ("ops/s", "ops.received_per_s"),
-    ("MB/s", "bytes.received_mb_per_s"),
-    ("p50 ms", "latency.p50_ms"),
-    ("p99 ms", "latency.p99_ms"),
-    ("p99.9 ms", "latency.p99_9_ms"),
-    ("sent p99 ms", "service.p99_ms"),
-    ("handshakes/s", "connections.handshakes_per_s"),
-    ("open", "connections.open_at_end"),
-    ("KiB/conn", "server_rss.per_connection_kib"),
-    ("errors", "errors_total"),
-]
 
-summary = {}
-for workload in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
-    per_target = {}
-    for f in sorted(os.listdir(os.path.join(runs, workload))):
-        if not f.endswith(".json"):
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def load_runs(out):
+    """{workload: {target: [report, ...]}}, reports in run order."""
+    runs = {}
+    root = os.path.join(out, "runs")
+    for workload in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        for f in sorted(os.listdir(os.path.join(root, workload))):
+            if f.endswith(".json"):
+                target, run = f[:-5].rsplit("-", 1)
+                report = load_json(os.path.join(root, workload, f))
+                runs.setdefault(workload, {}).setdefault(target, []).append((int(run), report))
+    return {w: {t: [r for _, r in sorted(v, key=lambda x: x[0])] for t, v in ts.items()}
+            for w, ts in runs.items()}
+
+
+def median(reports, path):
+    vals = [v for v in (get(r, path) for r in reports) if isinstance(v, (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+def median_run(reports, latency_path):
+    """The run whose p99 is the median one (the lower middle for an even count)."""
+    ranked = sorted(reports, key=lambda r: get(r, latency_path + ".p99_ms") or 0)
+    return ranked[(len(ranked) - 1) // 2] if ranked else None
+
+
+def summarise(runs):
+    summary = {}
+    for workload, targets in runs.items():
+        _, (unit, path), lat = WORKLOADS.get(workload, ("", ("ops/s", "ops.received_per_s"), "latency"))
+        summary[workload] = {}
+        for target, reports in targets.items():
+            summary[workload][target] = {
+                "runs": len(reports),
+                "unit": unit,
+                "value": median(reports, path),
+                "ops_per_s": median(reports, "ops.received_per_s"),
+                "mb_per_s": median(reports, "bytes.received_mb_per_s"),
+                "p50_ms": median(reports, f"{lat}.p50_ms") if lat else None,
+                "p99_ms": median(reports, f"{lat}.p99_ms") if lat else None,
+                "p99_9_ms": median(reports, f"{lat}.p99_9_ms") if lat else None,
+                "max_ms": median(reports, f"{lat}.max_ms") if lat else None,
+                "handshakes_per_s": median(reports, "connections.handshakes_per_s"),
+                "connections_held": median(reports, "server_rss.connections"),
+                "kib_per_conn": median(reports, "server_rss.per_connection_kib"),
+                "errors": sum(r.get("errors_total", 0) for r in reports),
+                "latency": lat,
+            }
+        d, n, t = (summary[workload].get(x) for x in TARGETS)
+        if t and n and t["value"] and n["value"]:
+            summary[workload]["takgate_over_nginx"] = t["value"] / n["value"]
+        for name, x in (("nginx", n), ("takgate", t)):
+            if x and d and x["p99_ms"] is not None and d["p99_ms"] is not None:
+                x["p99_added_ms"] = x["p99_ms"] - d["p99_ms"]
+                x["p50_added_ms"] = x["p50_ms"] - d["p50_ms"]
+    return summary
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+def num(x, unit=""):
+    """A figure with three significant digits (more for large ones), or a dash."""
+    if x is None:
+        return "–"
+    ax = abs(x)
+    if ax >= 100:
+        s = f"{x:,.0f}"
+    elif ax >= 10:
+        s = f"{x:.1f}"
+    elif ax >= 1:
+        s = f"{x:.2f}"
+    else:
+        s = f"{x:.3f}"
+    return s + (f" {unit}" if unit else "")
+
+
+def signed_ms(x):
+    return "–" if x is None else f"{x:+.3f}"
+
+
+def added_ms(x):
+    return "–" if x is None else f"{x:+.3f} ms"
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+W, H = 760, 440
+ML, MR, MT, MB = 70, 24, 56, 58
+
+
+def x_of(p):
+    """HdrHistogram's percentile axis: log10 of 1 / (1 - p)."""
+    return math.log10(1 / (1 - p / 100)) if p < 100 else None
+
+
+def nice_ticks(lo, hi):
+    """1-2-5 ticks covering [lo, hi] on a log axis."""
+    ticks = []
+    e = math.floor(math.log10(lo))
+    while 10 ** e <= hi * 1.0001:
+        for m in (1, 2, 5):
+            v = m * 10 ** e
+            if lo * 0.9999 <= v <= hi * 1.0001:
+                ticks.append(v)
+        e += 1
+    return ticks
+
+
+def tick_label(v):
+    return f"{v:g}" if v >= 0.001 else f"{v:.0e}"
+
+
+def plot(title, subtitle, series):
+    """series: {target: (median run's spectrum, [other runs' spectra], median run's p50/p99)},
+    spectra as [(percentile, ms)]."""
+    pts = [(p, ms) for med, others, _ in series.values() for s in [med, *others] for p, ms in s]
+    if not pts:
+        return None
+    finite = [x_of(p) for p, _ in pts if p < 100]
+    decades = max(3, math.ceil(max(finite, default=0)))
+    x_end = decades + 0.6  # the maximum sits right of the last decade
+    ys = [ms for _, ms in pts if ms > 0]
+    y_lo = 10 ** math.floor(math.log10(min(ys)))
+    y_hi = 10 ** math.ceil(math.log10(max(ys)))
+    pw, ph = W - ML - MR, H - MT - MB
+
+    def sx(p):
+        x = x_of(p)
+        return ML + pw * ((x if x is not None else x_end) / x_end)
+
+    def sy(ms):
+        ms = max(ms, y_lo)
+        return MT + ph * (1 - (math.log10(ms) - math.log10(y_lo)) / (math.log10(y_hi) - math.log10(y_lo)))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+           'font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{ML}" y="20" font-size="15" font-weight="bold">{escape(title)}</text>',
+           f'<text x="{ML}" y="38" fill="#57606a">{escape(subtitle)}</text>']
+    for v in nice_ticks(y_lo, y_hi):
+        y = sy(v)
+        major = abs(math.log10(v) - round(math.log10(v))) < 1e-9
+        out.append(f'<line x1="{ML}" y1="{y:.1f}" x2="{W - MR}" y2="{y:.1f}" stroke="#d0d7de" '
+                   f'stroke-width="{1 if major else 0.5}"/>')
+        out.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{tick_label(v)}</text>')
+    labels = {0: "0%", 1: "90%", 2: "99%"}
+    for d in range(decades + 1):
+        x = ML + pw * d / x_end
+        out.append(f'<line x1="{x:.1f}" y1="{MT}" x2="{x:.1f}" y2="{H - MB}" stroke="#d0d7de"/>')
+        label = labels.get(d, "99." + "9" * (d - 2) + "%")
+        out.append(f'<text x="{x:.1f}" y="{H - MB + 16}" text-anchor="middle">{label}</text>')
+    out.append(f'<text x="{sx(100):.1f}" y="{H - MB + 16}" text-anchor="middle">max</text>')
+    out.append(f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#8c959f"/>')
+    out.append(f'<text x="{ML + pw / 2}" y="{H - 14}" text-anchor="middle">percentile</text>')
+    out.append(f'<text transform="translate(16 {MT + ph / 2}) rotate(-90)" text-anchor="middle">'
+               'latency (ms, log scale)</text>')
+
+    def line(spectrum, color, width, opacity):
+        body = [(p, ms) for p, ms in spectrum if p < 100]
+        d = " ".join(f"{sx(p):.1f},{sy(ms):.1f}" for p, ms in body)
+        parts = [f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="{width}" '
+                 f'stroke-opacity="{opacity}"/>'] if len(body) > 1 else []
+        top = [(p, ms) for p, ms in spectrum if p >= 100]
+        if body and top:
+            (p0, m0), (_, m1) = body[-1], top[0]
+            parts.append(f'<line x1="{sx(p0):.1f}" y1="{sy(m0):.1f}" x2="{sx(100):.1f}" y2="{sy(m1):.1f}" '
+                         f'stroke="{color}" stroke-width="{width}" stroke-opacity="{opacity}" '
+                         'stroke-dasharray="3 3"/>')
+            parts.append(f'<circle cx="{sx(100):.1f}" cy="{sy(m1):.1f}" r="{width + 1}" fill="{color}" '
+                         f'fill-opacity="{opacity}"/>')
+        return parts
+
+    for target in TARGETS:
+        if target not in series:
             continue
-        target = f.rsplit("-", 1)[0]
-        per_target.setdefault(target, []).append(json.load(open(os.path.join(runs, workload, f))))
-    summary[workload] = {}
-    for target, reports in per_target.items():
-        med = {}
-        for name, path in METRICS:
-            vals = [v for v in (get(r, path) for r in reports) if v is not None]
-            med[name] = round(statistics.median(vals), 3) if vals else None
-        med["runs"] = len(reports)
-        summary[workload][target] = med
+        med, others, _ = series[target]
+        for s in others:
+            out += line(s, COLORS[target], 1, 0.3)
+        out += line(med, COLORS[target], 2.2, 1)
+    lx, ly = ML + 12, MT + 16
+    for target in TARGETS:
+        if target in series:
+            out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 22}" y2="{ly - 4}" '
+                       f'stroke="{COLORS[target]}" stroke-width="2.2"/>')
+            m = series[target][2]
+            out.append(f'<text x="{lx + 28}" y="{ly}">{target}</text>')
+            out.append(f'<text x="{lx + 90}" y="{ly}" fill="#57606a">p50 {num(m["p50_ms"])} ms, '
+                       f'p99 {num(m["p99_ms"])} ms (bold run)</text>')
+            ly += 18
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
-start = os.path.join(out, "takgate-start.json")
-if os.path.exists(start):
-    summary["takgate-start"] = json.load(open(start))
-json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2)
 
-print("| workload | target | " + " | ".join(n for n, _ in METRICS) + " | runs |")
-print("|---|---|" + "---|" * (len(METRICS) + 1))
-for workload, targets in summary.items():
-    if workload == "takgate-start":
-        continue
-    for target in ("direct", "nginx", "takgate"):
-        m = targets.get(target)
-        if not m:
+def spectrum_of(report, lat_path):
+    return [(s["percentile"], s["ms"]) for s in (get(report, lat_path + ".spectrum") or [])]
+
+
+def write_plots(out, runs, summary, api_rate):
+    os.makedirs(os.path.join(out, "plots"), exist_ok=True)
+    written = {}
+    for workload, targets in runs.items():
+        what, _, lat = WORKLOADS.get(workload, ("", None, "latency"))
+        if not lat:
             continue
-        cells = ["" if m[n] is None else str(m[n]) for n, _ in METRICS]
-        print(f"| {workload} | {target} | " + " | ".join(cells) + f" | {m['runs']} |")
-print()
-print("| workload | takgate/nginx ops/s | takgate/nginx MB/s | p99 added over direct: nginx | takgate |")
-print("|---|---|---|---|---|")
-for workload, targets in summary.items():
-    if workload == "takgate-start":
-        continue
-    t, n, d = targets.get("takgate"), targets.get("nginx"), targets.get("direct")
-    def ratio(key):
-        if t and n and t.get(key) and n.get(key):
-            return f"{t[key] / n[key]:.2f}"
-        return ""
-    def added(x):
-        if x and d and x.get("p99 ms") is not None and d.get("p99 ms") is not None:
-            return f"{x['p99 ms'] - d['p99 ms']:.3f} ms"
-        return ""
-    print(f"| {workload} | {ratio('ops/s')} | {ratio('MB/s')} | {added(n)} | {added(t)} |")
-if "takgate-start" in summary:
-    s = summary["takgate-start"]
-    print()
-    print(f"takgate start to ready: {s['start_to_ready_ms']} ms; idle RSS {s['idle_rss_kb']} KiB")
+        series = {}
+        for target, reports in targets.items():
+            med = median_run(reports, lat)
+            series[target] = (spectrum_of(med, lat), [spectrum_of(r, lat) for r in reports if r is not med],
+                              {"p50_ms": get(med, f"{lat}.p50_ms"), "p99_ms": get(med, f"{lat}.p99_ms")})
+        if workload == "api-rate" and api_rate:
+            what = f"GET /api/health at {api_rate['rate']:,} req/s ({api_rate['source']})"
+        kind = "connection setup (TCP + TLS handshake)" if lat == "connections.setup" else \
+            "latency from each operation's intended start"
+        n = max(len(r) for r in targets.values())
+        svg = plot(f"{workload}: {kind}", f"{what}; median run of {n} bold", series)
+        if svg:
+            name = f"{workload}.svg"
+            with open(os.path.join(out, "plots", name), "w") as f:
+                f.write(svg)
+            written[workload] = name
+    return written
+
+
+# --- bar --------------------------------------------------------------------------------------
+
+def checks(summary, start):
+    rows = []
+
+    def fig(w, t, key):
+        return (summary.get(w, {}).get(t) or {}).get(key)
+
+    for w, label in (("static-2k", "static 2 KB req/s"), ("static-1m", "static 1 MB MB/s"),
+                     ("api-max", "/api proxy req/s"), ("ws-relay", "WebSocket relay msg/s"),
+                     ("cot-relay-1k", "CoT relay msg/s (1 KB)")):
+        t, n = fig(w, "takgate", "value"), fig(w, "nginx", "value")
+        ok = None if t is None or n is None else t >= n
+        rows.append((f"takgate ≥ nginx: {label}", "–" if n is None else f"≥ {num(n)}", num(t), ok))
+    for w in FIXED_RATE:
+        t, n = fig(w, "takgate", "p99_added_ms"), fig(w, "nginx", "p99_added_ms")
+        ok = None if t is None or n is None else t <= n
+        rows.append((f"p99 added over direct ≤ nginx's: {w}", "–" if n is None else f"≤ {added_ms(n)}",
+                     added_ms(t), ok))
+    for w, label in (("api-rate", "/api proxy at half of nginx's maximum rate"),
+                     ("cot-latency-2000", "CoT, 2,000 clients × 1 event/s")):
+        t = fig(w, "takgate", "p99_added_ms")
+        rows.append((f"p99 added over direct ≤ 1 ms: {label}", f"≤ {ADDED_P99_MAX_MS:.3f} ms",
+                     added_ms(t), None if t is None else t <= ADDED_P99_MAX_MS))
+    k = fig("cot-idle-10k", "takgate", "kib_per_conn")
+    held = fig("cot-idle-10k", "takgate", "connections_held")
+    rows.append((f"RSS per idle mTLS connection ({num(held)} held)", f"≤ {KIB_PER_IDLE_CONN_MAX} KiB",
+                 num(k, "KiB"), None if k is None else k <= KIB_PER_IDLE_CONN_MAX))
+    s = (start or {}).get("start_to_ready_ms")
+    rows.append(("takgate start to ready", f"≤ {START_TO_READY_MAX_MS} ms", num(s, "ms"),
+                 None if s is None else s <= START_TO_READY_MAX_MS))
+    rss = (start or {}).get("idle_rss_kb")
+    rows.append(("takgate idle RSS", "≤ 15 MB", "–" if rss is None else f"{rss * 1024 / 1e6:.1f} MB",
+                 None if rss is None else rss <= IDLE_RSS_MAX_KB))
+    return rows
+
+
+# --- markdown ---------------------------------------------------------------------------------
+
+def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_rate):
+    meta = meta or {}
+    m = meta.get("machine", {})
+    L = []
+    L.append("# Benchmarks")
+    L.append("")
+    L.append("takgate against nginx (the Debian package, configured the way OpenTAK Server's installer "
+             "configures it) and against a direct connection to the upstream, on the same machine in "
+             "the same run. Generated by `loadtest/bench` (see [Method](#method)); every figure is the "
+             f"median of {meta.get('runs', '?')} runs.")
+    L.append("")
+    L.append(f"- **Date:** {meta.get('date', '?')}")
+    L.append(f"- **Command:** `{meta.get('command', '?')}`"
+             + (f" ({meta['elapsed_s'] // 60} min {meta['elapsed_s'] % 60} s)" if "elapsed_s" in meta else ""))
+    L.append(f"- **Machine:** {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB; "
+             f"{m.get('os', '?')}, Linux {m.get('kernel', '?')}")
+    L.append(f"- **Versions:** {m.get('nginx', '?')}; {m.get('rustc', '?')}; takgate at `{m.get('commit', '?')}`")
+    L.append(f"- **Pinning:** server on CPU {meta.get('server_cpu', '?')}; load generator and upstream "
+             f"stand-ins on CPU {meta.get('load_cpu', '?')}")
+    if api_rate:
+        L.append(f"- **api-rate:** {api_rate['rate']:,} req/s, {api_rate['source']}")
+    L.append("")
+
+    L.append("## Bar (issue 6)")
+    L.append("")
+    L.append("| check | bar | takgate | |")
+    L.append("|---|---|---|---|")
+    for name, bar, got, ok in checks(summary, start):
+        L.append(f"| {name} | {bar} | {got} | {'–' if ok is None else ('✓' if ok else '✗')} |")
+    L.append("")
+
+    L.append("## Throughput")
+    L.append("")
+    L.append("| workload | figure | direct | nginx | takgate | takgate / nginx | errors (d/n/t) |")
+    L.append("|---|---|---:|---:|---:|---:|---|")
+    for w in ordered(summary):
+        s = summary[w]
+        unit = next((s[t]["unit"] for t in TARGETS if t in s), "")
+        cells = [num((s.get(t) or {}).get("value")) for t in TARGETS]
+        ratio = s.get("takgate_over_nginx")
+        errs = "/".join(str((s.get(t) or {}).get("errors", "–")) for t in TARGETS)
+        L.append(f"| {w} | {unit} | " + " | ".join(cells) + f" | {'–' if ratio is None else f'{ratio:.2f}'} | {errs} |")
+    L.append("")
+
+    L.append("## Latency")
+    L.append("")
+    L.append("Milliseconds. From each operation's *intended* start (open model: a stalled server "
+             "delays the requests queued behind it, and that counts) to its response or echo; for "
+             "cot-handshakes, connection setup (TCP connect + TLS handshake). "
+             "*Added* is the target's p99 minus direct's.")
+    L.append("")
+    L.append("| workload | p50 direct | p50 nginx | p50 takgate | p99 direct | p99 nginx | p99 takgate "
+             "| p99 added: nginx | p99 added: takgate |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for w in ordered(summary):
+        s = summary[w]
+        if not WORKLOADS.get(w, ("", None, "latency"))[2]:
+            continue
+        p50 = [num((s.get(t) or {}).get("p50_ms")) for t in TARGETS]
+        p99 = [num((s.get(t) or {}).get("p99_ms")) for t in TARGETS]
+        added = [signed_ms((s.get(t) or {}).get("p99_added_ms")) for t in ("nginx", "takgate")]
+        L.append(f"| {w} | " + " | ".join(p50 + p99 + added) + " |")
+    L.append("")
+
+    L.append("## Connections and memory")
+    L.append("")
+    L.append("| | direct | nginx | takgate |")
+    L.append("|---|---:|---:|---:|")
+    hs = summary.get("cot-handshakes", {})
+    L.append("| mTLS handshakes/s (2,000 connections, 64 at a time) | "
+             + " | ".join(num((hs.get(t) or {}).get("handshakes_per_s")) for t in TARGETS) + " |")
+    idle = summary.get("cot-idle-10k", {})
+    L.append("| RSS per idle mTLS connection, KiB | "
+             + " | ".join(num((idle.get(t) or {}).get("kib_per_conn")) for t in TARGETS) + " |")
+    L.append("| idle connections held | "
+             + " | ".join(num((idle.get(t) or {}).get("connections_held")) for t in TARGETS) + " |")
+    s2r = (start or {}).get("start_to_ready_ms")
+    L.append(f"| start to ready, ms | – | – | {num(s2r)} |")
+    rss = [None, (nginx_start or {}).get("idle_rss_kb"), (start or {}).get("idle_rss_kb")]
+    L.append("| idle RSS, MB | " + " | ".join("–" if r is None else f"{r * 1024 / 1e6:.1f}" for r in rss) + " |")
+    L.append("")
+    L.append("Direct's CoT figures are the upstream stand-in's own (a rustls echo server); nginx's "
+             "RSS is its master and worker together.")
+    L.append("")
+
+    if plots:
+        L.append("## Latency by percentile")
+        L.append("")
+        L.append("One chart per workload, HdrHistogram style: the x axis is the percentile on a "
+                 "log scale of 1 / (1 − p), so each step right is ten times rarer; the right edge is "
+                 "the maximum. The median run (by p99) is bold, the other runs faint.")
+        L.append("")
+        for w in ordered(plots):
+            L.append(f"### {w}")
+            L.append("")
+            L.append(f"![{w}: latency by percentile]({plot_dir}/{plots[w]})")
+            L.append("")
+
+    L.append("## Method")
+    L.append("")
+    L.append("- Three targets: **direct** (the load generator straight to the upstream stand-in), "
+             "**nginx** (one worker; `http` proxy for `/api` and `/socket.io`, static files with "
+             "`sendfile`, `stream` with `ssl_verify_client on` for CoT over TLS, as OTS's installer "
+             "writes them) and **takgate** (a `web` listener and a `[[stream]]` listener terminating "
+             "mutual TLS).")
+    L.append("- Upstream stand-ins (`loadtest sink`): an HTTP + WebSocket echo for the OTS API and a "
+             "CoT echo, behind nginx and takgate; they share one core with the load generator "
+             "(`loadtest --threads 1`), and the server under test has the other core to itself "
+             "(`taskset`). For direct, the server is a second set of stand-ins on the server's "
+             "core: the same HTTP echo, and the CoT echo over mutual TLS.")
+    L.append("- Every workload runs against every target once per run; runs alternate the order "
+             "of the targets. api-max runs first, for every target and run; api-rate then runs at "
+             "half of nginx's median api-max.")
+    L.append("- takgate's start to ready: from exec to the first 200 from `/readyz` (every "
+             "listener bound, the upstreams answering), polled every millisecond; median of 5 "
+             "cold starts. Idle RSS: one second after ready, before any traffic.")
+    L.append("- RSS per idle connection: a freshly started server's RSS while 10,000 idle mTLS "
+             "connections (or as many as the open-file limit allows) are held, once its count of "
+             "established connections has stopped growing, minus its RSS before, over the "
+             "connections held.")
+    L.append("- At maximum rate (static, api-max, ws-relay, cot-relay-1k) latency is mostly "
+             "queueing and follows throughput; the latency comparison that matters is at fixed "
+             "rates (api-rate, cot-latency-2000).")
+    L.append("")
+    L.append("| workload | what | takgate's command line |")
+    L.append("|---|---|---|")
+    for w in ordered(runs):
+        t = runs[w].get("takgate") or next(iter(runs[w].values()))
+        # The bench's output folder, whatever it was, as the shell variable the bench sets.
+        args = (get(t[0], "bench.args") or "").replace(out, "$OUT")
+        L.append(f"| {w} | {WORKLOADS.get(w, ('',))[0]} | `loadtest {args}` |")
+    L.append("")
+    L.append("Raw reports (one loadtest JSON report per workload, target and run) are in the bench's "
+             "output folder; `summary.json` holds the medians.")
+    L.append("")
+    return "\n".join(L)
+
+
+def ordered(d):
+    known = [w for w in WORKLOADS if w in d]
+    return known + sorted(w for w in d if w not in WORKLOADS)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("--publish", metavar="ROOT", help="write ROOT/BENCHMARKS.md and ROOT/docs/bench/")
+    a = ap.parse_args()
+    out = os.path.abspath(a.out)
+    runs = load_runs(out)
+    if not runs:
+        sys.exit(f"bench-summary: no reports in {out}/runs")
+    meta = load_json(os.path.join(out, "meta.json"))
+    start = load_json(os.path.join(out, "takgate-start.json"))
+    nginx_start = load_json(os.path.join(out, "nginx-start.json"))
+    api_rate = load_json(os.path.join(out, "api-rate.json")) if "api-rate" in runs else None
+    summary = summarise(runs)
+    plots = write_plots(out, runs, summary, api_rate)
+    doc = {"meta": meta, "api_rate": api_rate, "takgate_start": start, "nginx_start": nginx_start,
+           "workloads": summary,
+           "bar": [{"check": c, "bar": b, "takgate": g, "ok": ok} for c, b, g, ok in checks(summary, start)]}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+    md = markdown(out, meta, summary, runs, plots, "plots", start, nginx_start, api_rate)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(md)
+    print(md)
+    if a.publish:
+        dest = os.path.join(a.publish, "docs", "bench")
+        os.makedirs(dest, exist_ok=True)
+        for name in plots.values():
+            shutil.copy(os.path.join(out, "plots", name), os.path.join(dest, name))
+        shutil.copy(os.path.join(out, "summary.json"), os.path.join(dest, "summary.json"))
+        with open(os.path.join(a.publish, "BENCHMARKS.md"), "w") as f:
+            f.write(markdown(out, meta, summary, runs, plots, "docs/bench", start, nginx_start, api_rate))
+        print(f"bench-summary: wrote {a.publish}/BENCHMARKS.md and {dest}/", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

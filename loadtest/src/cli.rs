@@ -114,15 +114,6 @@ pub struct CotArgs {
     /// awaiting their echo; needs an echoing target).
     #[arg(long, default_value = "1")]
     pub rate_per_client: Rate,
-    /// Messages awaiting their echo per client at `--rate-per-client max`.
-    #[arg(long, default_value_t = 8)]
-    pub window: usize,
-    /// Stop after this many messages in all (default: only --duration bounds the run).
-    #[arg(long)]
-    pub max_messages: Option<u64>,
-    /// Connection attempts in flight at once.
-    #[arg(long, default_value_t = 64)]
-    pub connect_concurrency: usize,
     /// Plain TCP instead of mutual TLS (the baseline: straight to a TCP sink).
     #[arg(long)]
     pub plain: bool,
@@ -135,13 +126,30 @@ pub struct CotArgs {
     /// Pad every event to exactly this many bytes (position reports only).
     #[arg(long, value_name = "BYTES")]
     pub size: Option<usize>,
-    /// After sending stops, how long to wait for outstanding echoes.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub drain: Duration,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// What `cot` and `ws` clients share: long-lived connections sending stamped messages that
+/// come back.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Messages awaiting their echo per client at `--rate-per-client max`.
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+    /// Stop after this many messages in all (default: only --duration bounds the run).
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// After sending stops, how long to wait for outstanding echoes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,24 +234,14 @@ pub struct WsArgs {
     /// Messages per second per client, or `max` (--window messages awaiting echo each).
     #[arg(long, default_value = "10")]
     pub rate_per_client: Rate,
-    /// Messages awaiting their echo per client at `--rate-per-client max`.
-    #[arg(long, default_value_t = 8)]
-    pub window: usize,
     /// Message size in bytes (at least 48: the stamp).
     #[arg(long, default_value_t = 128)]
     pub size: usize,
     /// Send binary messages instead of text.
     #[arg(long)]
     pub binary: bool,
-    /// Stop after this many messages in all.
-    #[arg(long)]
-    pub max_messages: Option<u64>,
-    /// Connection attempts in flight at once.
-    #[arg(long, default_value_t = 64)]
-    pub connect_concurrency: usize,
-    /// After sending stops, how long to wait for outstanding echoes.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub drain: Duration,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]

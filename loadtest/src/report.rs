@@ -20,6 +20,38 @@ pub struct Percentiles {
     pub p99_ms: f64,
     pub p99_9_ms: f64,
     pub max_ms: f64,
+    /// The percentile spectrum, as HdrHistogram plots it: the value at percentiles that halve
+    /// the distance to 100 % every two steps (0, 29.3, 50, 64.6, 75, …), as long as at least
+    /// one sample lies beyond, then 100 (the maximum).
+    #[serde(default)]
+    pub spectrum: Vec<SpectrumPoint>,
+}
+
+/// The latency at a percentile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SpectrumPoint {
+    pub percentile: f64,
+    pub ms: f64,
+}
+
+/// Steps of the spectrum per halving of the distance to 100 %.
+const SPECTRUM_STEPS_PER_HALF: f64 = 2.0;
+
+fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    let n = h.len() as f64;
+    let mut out: Vec<SpectrumPoint> = (0..)
+        .map(|k| 1.0 - 0.5f64.powf(f64::from(k) / SPECTRUM_STEPS_PER_HALF))
+        .take_while(|q| (1.0 - q) * n >= 1.0)
+        .map(|q| SpectrumPoint {
+            percentile: (q * 1e6).round() / 1e4,
+            ms: ms(h.value_at_quantile(q)),
+        })
+        .collect();
+    out.push(SpectrumPoint {
+        percentile: 100.0,
+        ms: ms(h.max()),
+    });
+    out
 }
 
 fn ms(micros: u64) -> f64 {
@@ -41,6 +73,7 @@ impl Percentiles {
             p99_ms: ms(h.value_at_quantile(0.99)),
             p99_9_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
+            spectrum: spectrum(h),
         })
     }
 }
@@ -384,6 +417,18 @@ mod tests {
         assert!((p.p99_9_ms - 0.999).abs() < 0.001, "{p:?}");
         assert!((p.max_ms - 1.0).abs() < 0.001, "{p:?}");
         assert!(r.service.is_none());
+        // 1000 samples: the spectrum goes on while a sample lies beyond (1 - 2^-k/2 ≤ 99.9 %),
+        // rising, and ends at the maximum.
+        let points: Vec<(f64, f64)> = p.spectrum.iter().map(|s| (s.percentile, s.ms)).collect();
+        assert_eq!(points[0], (0.0, 0.001));
+        assert_eq!(points[2], (50.0, p.p50_ms));
+        assert_eq!(points[4], (75.0, 0.75));
+        assert_eq!(*points.last().unwrap(), (100.0, p.max_ms));
+        let before_max = points[points.len() - 2].0;
+        assert!(before_max > 99.8 && before_max <= 99.9, "{points:?}");
+        assert!(points
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
     }
 
     #[test]

@@ -234,6 +234,18 @@ mod tests {
         }
     }
 
+    /// Drives a [`Stalling`] server on a schedule at `rate` for `length_ms` from now, with a
+    /// budget of `max` operations and a late limit.
+    async fn stalled(rate: Rate, length_ms: u64, max: Option<u64>, late_limit: Duration) -> Stats {
+        let start = Instant::now();
+        let end = start + Duration::from_millis(length_ms);
+        let sched =
+            Schedule::new(rate, start, end, Arc::new(Budget::new(max))).with_late_limit(late_limit);
+        let stats = Stats::default();
+        drive(&sched, &mut Stalling { calls: 0 }, &stats, false).await;
+        stats
+    }
+
     fn values(h: &hdrhistogram::Histogram<u64>) -> Vec<u64> {
         let mut v: Vec<u64> = h
             .iter_recorded()
@@ -247,17 +259,8 @@ mod tests {
     // stall and the service times are exact and the test takes no real time.
     #[tokio::test(start_paused = true)]
     async fn latency_counts_from_the_intended_start() {
-        let start = Instant::now();
-        let budget = Arc::new(Budget::new(None));
         // 100/s for 100 ms: slots at 0, 10, …, 90 ms.
-        let sched = Schedule::new(
-            Rate::PerSec(100.0),
-            start,
-            start + Duration::from_millis(100),
-            budget.clone(),
-        );
-        let stats = Stats::default();
-        drive(&sched, &mut Stalling { calls: 0 }, &stats, false).await;
+        let stats = stalled(Rate::PerSec(100.0), 100, None, Duration::MAX).await;
 
         assert_eq!(Stats::get(&stats.ok), 10);
         // One connection: slot 0 ends at 50 ms; slots 1–4 (due at 10–40 ms) could only start
@@ -278,17 +281,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn slots_past_the_late_limit_count_as_timeouts() {
-        let start = Instant::now();
-        let budget = Arc::new(Budget::new(None));
-        let sched = Schedule::new(
-            Rate::PerSec(100.0),
-            start,
-            start + Duration::from_millis(100),
-            budget,
-        )
-        .with_late_limit(Duration::from_millis(25));
-        let stats = Stats::default();
-        drive(&sched, &mut Stalling { calls: 0 }, &stats, false).await;
+        let late_limit = Duration::from_millis(25);
+        let stats = stalled(Rate::PerSec(100.0), 100, None, late_limit).await;
         // Slot 0 stalls until 50 ms; then slots 1 and 2 are 40 and 30 ms late: timeouts, not
         // sent. Slot 3 (20 ms
         // late) goes, and the rest catch up.
@@ -344,15 +338,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn max_rate_is_closed_loop() {
         let start = Instant::now();
-        let budget = Arc::new(Budget::new(Some(5)));
-        let sched = Schedule::new(
-            Rate::Max,
-            start,
-            start + Duration::from_secs(10),
-            budget.clone(),
-        );
-        let stats = Stats::default();
-        drive(&sched, &mut Stalling { calls: 0 }, &stats, false).await;
+        let stats = stalled(Rate::Max, 10_000, Some(5), Duration::MAX).await;
         assert_eq!(Stats::get(&stats.ok), 5);
         // Without intended times there is nothing to catch up: latency equals service time.
         assert_eq!(
@@ -364,16 +350,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn schedule_ends_at_its_deadline_at_max_rate() {
-        let start = Instant::now();
-        let budget = Arc::new(Budget::new(None));
-        let sched = Schedule::new(
-            Rate::Max,
-            start,
-            start + Duration::from_millis(20),
-            budget.clone(),
-        );
-        let stats = Stats::default();
-        drive(&sched, &mut Stalling { calls: 0 }, &stats, false).await;
+        let stats = stalled(Rate::Max, 20, None, Duration::MAX).await;
         // The first call runs 50 ms, past the 20 ms end: nothing else is started.
         assert_eq!(Stats::get(&stats.ok), 1);
     }

@@ -1,25 +1,21 @@
 //! `ws`: WebSocket clients sending stamped messages at a rate and timing their echoes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::bail;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::cli::WsArgs;
 use crate::net::{self, BoxIo, OpenGuard, Tls};
-use crate::report::{Report, RunInfo};
-use crate::schedule::{wait_until, Budget, Rate, Schedule};
+use crate::report::Report;
 use crate::stats::{nanos_since_epoch, ErrorKind, Stats};
-use crate::streams::{self, Shared};
+use crate::streams::{self, Link, Plan, Shared, Start};
 use crate::target::{parse_url, UrlTarget};
 use crate::tls::ClientTls;
 
@@ -54,25 +50,12 @@ struct Ctx {
     shared: Shared,
     target: UrlTarget,
     tls: Option<Tls>,
-    rate: Rate,
-    window: usize,
-    budget: Arc<Budget>,
-    clients: usize,
     size: usize,
     binary: bool,
-    duration: Duration,
-    timeout: Duration,
-    spin: bool,
     status: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Ctx {
-    fn fail(&self, failed: &AtomicBool, kind: ErrorKind) {
-        if !self.shared.stopping() && !failed.swap(true, Ordering::Relaxed) {
-            self.shared.stats.error(kind);
-        }
-    }
-
     fn status(&self, code: u16) {
         *self
             .status
@@ -114,88 +97,42 @@ pub async fn run(args: WsArgs) -> anyhow::Result<Report> {
         None
     };
     net::warn_fd_limit(args.clients);
-    let stats = Arc::new(Stats::default());
+    let plan = Plan::new(
+        args.clients,
+        args.rate_per_client,
+        false,
+        &args.stream,
+        &args.run,
+    );
+    let mut settings = plan.settings();
     let ctx = Arc::new(Ctx {
-        shared: Shared::new(stats.clone(), args.connect_concurrency),
+        shared: Shared::new(plan),
         target,
         tls,
-        rate: args.rate_per_client,
-        window: args.window.max(1),
-        budget: Arc::new(Budget::new(args.max_messages)),
-        clients: args.clients,
         size: args.size,
         binary: args.binary,
-        duration: args.run.duration,
-        timeout: args.run.timeout,
-        spin: args.run.spin,
         status: Mutex::new(BTreeMap::new()),
     });
-    let progress = crate::progress::start(stats.clone(), "messages", args.run.quiet);
-    let (go_tx, go_rx) = watch::channel(None);
-    let (conn_tx, conn_rx) = mpsc::unbounded_channel();
-    let mut tasks = JoinSet::new();
-    for i in 0..args.clients {
-        tasks.spawn(client(i, ctx.clone(), conn_tx.clone(), go_rx.clone()));
-    }
-    drop(conn_tx);
-    let phases = streams::run_phases(
-        &ctx.shared,
-        conn_rx,
-        go_tx,
-        args.clients,
-        false,
-        args.run.duration,
-        args.drain,
-        args.run.timeout,
-    )
-    .await;
-    let open_at_end = Stats::get(&stats.conns_open);
-    streams::stop(&mut tasks).await;
-    drop(progress);
+    let phases = streams::run_clients(&ctx.shared, |i, start| client(i, ctx.clone(), start)).await;
 
-    let mut settings = BTreeMap::from([
-        ("clients".into(), args.clients.into()),
-        (
-            "rate_per_client".into(),
-            args.rate_per_client.to_string().into(),
-        ),
+    settings.extend([
         ("size".into(), args.size.into()),
         ("binary".into(), args.binary.into()),
-        ("duration_s".into(), args.run.duration.as_secs_f64().into()),
-        (
-            "max_messages".into(),
-            args.max_messages
-                .map_or(serde_json::Value::Null, Into::into),
-        ),
     ]);
-    if args.rate_per_client == Rate::Max {
-        settings.insert("window".into(), args.window.into());
-    }
-    let mut report = Report::build(
-        RunInfo {
-            mode: "ws",
-            unit: "messages",
-            target: ctx.target.url.clone(),
-            started_at,
-            settings,
-            elapsed_s: phases.measured.as_secs_f64(),
-            setup_phase_s: phases.setup.as_secs_f64(),
-        },
-        &stats,
-    );
-    report.connections.open_at_end = open_at_end;
+    let target = ctx.target.url.clone();
+    let mut report = phases.report("ws", target, started_at, settings, &ctx.shared.stats);
     report.status = ctx.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(report)
 }
 
-async fn handshake(i: usize, ctx: &Ctx) -> Option<(Ws, OpenGuard)> {
-    let _ = i;
+async fn handshake(ctx: &Ctx) -> Option<(Ws, OpenGuard)> {
     let stats = &ctx.shared.stats;
-    let (io, open) = net::connect(ctx.target.addr, ctx.tls.as_ref(), ctx.timeout, stats)
+    let timeout = ctx.shared.plan.timeout;
+    let (io, open) = net::connect(ctx.target.addr, ctx.tls.as_ref(), timeout, stats)
         .await
         .ok()?;
     let upgrade = tokio_tungstenite::client_async(ctx.target.url.as_str(), io);
-    match tokio::time::timeout(ctx.timeout, upgrade).await {
+    match tokio::time::timeout(timeout, upgrade).await {
         Ok(Ok((ws, resp))) => {
             ctx.status(resp.status().as_u16());
             Some((ws, open))
@@ -214,32 +151,14 @@ async fn handshake(i: usize, ctx: &Ctx) -> Option<(Ws, OpenGuard)> {
     }
 }
 
-async fn client(
-    i: usize,
-    ctx: Arc<Ctx>,
-    connected: mpsc::UnboundedSender<()>,
-    mut go: watch::Receiver<Option<Instant>>,
-) {
-    let conn = {
-        let _slot = ctx.shared.connect_slots.acquire().await;
-        handshake(i, &ctx).await
-    };
-    let _ = connected.send(());
-    let Some((ws, open)) = conn else {
-        return;
-    };
-    let Some(go) = streams::wait_go(&mut go).await else {
+async fn client(i: usize, ctx: Arc<Ctx>, start: Start) {
+    let shared = &ctx.shared;
+    let Some(((ws, open), go)) = start.connect(shared, handshake(&ctx)).await else {
         return;
     };
     let (w, r) = ws.split();
-    let failed = AtomicBool::new(false);
-    let window = Semaphore::new(ctx.window);
-    let reader = read_loop(i, r, open, &ctx, &window, &failed);
-    let writer = async {
-        write_loop(i, w, go, &ctx, &window, &failed).await;
-        ctx.shared.writer_done();
-    };
-    tokio::join!(reader, writer);
+    let link = Link::new(shared, i);
+    tokio::join!(read_loop(r, open, &link), write_loop(i, w, go, &ctx, &link));
 }
 
 async fn write_loop(
@@ -247,33 +166,11 @@ async fn write_loop(
     mut w: SplitSink<Ws, Message>,
     go: Instant,
     ctx: &Ctx,
-    window: &Semaphore,
-    failed: &AtomicBool,
+    link: &Link<'_>,
 ) {
-    let stats = &ctx.shared.stats;
-    let end = go + ctx.duration;
-    let sched = Schedule::new(
-        ctx.rate,
-        go + streams::phase(i, ctx.clients, ctx.rate),
-        end,
-        ctx.budget.clone(),
-    );
+    let pacer = link.pacer(go);
     let mut buf = Vec::with_capacity(ctx.size);
-    loop {
-        if ctx.rate == Rate::Max {
-            match tokio::time::timeout_at(end, window.acquire()).await {
-                Ok(Ok(p)) => p.forget(),
-                _ => break,
-            }
-        }
-        let Some(slot) = sched.claim() else {
-            break;
-        };
-        wait_until(slot.intended, ctx.spin).await;
-        if failed.load(Ordering::Relaxed) {
-            break;
-        }
-        let sent = Instant::now();
+    while let Some((slot, sent)) = pacer.next().await {
         buf.clear();
         write_stamp(
             &mut buf,
@@ -289,43 +186,25 @@ async fn write_loop(
             // The stamp and the padding are ASCII.
             Message::Text(String::from_utf8_lossy(&buf).into_owned().into())
         };
-        match tokio::time::timeout(ctx.timeout, w.send(msg)).await {
-            Ok(Ok(())) => {
-                Stats::add(&stats.sent, 1);
-                Stats::add(&stats.bytes_sent, ctx.size as u64);
-            }
-            Ok(Err(e)) => {
-                ctx.fail(failed, kind_of(&e));
-                break;
-            }
-            Err(_) => {
-                ctx.fail(failed, ErrorKind::Timeout);
-                break;
-            }
+        if !pacer.send(ctx.size, w.send(msg), kind_of).await {
+            break;
         }
     }
 }
 
-async fn read_loop(
-    i: usize,
-    mut r: SplitStream<Ws>,
-    open: OpenGuard,
-    ctx: &Ctx,
-    window: &Semaphore,
-    failed: &AtomicBool,
-) {
-    let stats = &ctx.shared.stats;
+async fn read_loop(mut r: SplitStream<Ws>, open: OpenGuard, link: &Link<'_>) {
+    let stats = link.stats();
     while let Some(msg) = r.next().await {
         let (len, stamp) = match &msg {
             Ok(Message::Text(t)) => (t.len(), parse_stamp(t.as_bytes())),
             Ok(Message::Binary(b)) => (b.len(), parse_stamp(b)),
             Ok(Message::Close(_)) => {
-                ctx.fail(failed, ErrorKind::Closed);
+                link.fail(ErrorKind::Closed);
                 break;
             }
             Ok(_) => continue,
             Err(e) => {
-                ctx.fail(failed, kind_of(e));
+                link.fail(kind_of(e));
                 break;
             }
         };
@@ -333,14 +212,11 @@ async fn read_loop(
         Stats::add(&stats.received, 1);
         Stats::add(&stats.bytes_received, len as u64);
         if let Some((client, _seq, intended, sent)) = stamp {
-            ctx.shared.echo(now, intended, sent);
-            if client as usize == i && ctx.rate == Rate::Max {
-                window.add_permits(1);
-            }
+            link.echo(now, client, intended, sent);
         }
     }
-    if !failed.load(Ordering::Relaxed) {
-        ctx.fail(failed, ErrorKind::Closed);
+    if !link.failed() {
+        link.fail(ErrorKind::Closed);
     }
     drop(open);
 }

@@ -11,43 +11,17 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use clap::Parser as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
-use loadtest::cli::{Cli, Command};
+use loadtest::cli::Command;
 use loadtest::report::Report;
 use loadtest::sink::Sink;
 
-/// Every test's run must end well within this.
-const BOUND: Duration = Duration::from_secs(60);
+mod common;
 
-/// Parses a command line (words split on whitespace).
-fn command(line: &str) -> Command {
-    let argv = std::iter::once("loadtest").chain(line.split_whitespace());
-    Cli::try_parse_from(argv)
-        .unwrap_or_else(|e| panic!("{line}: {e}"))
-        .command
-}
-
-async fn run(args: &str) -> anyhow::Result<Report> {
-    tokio::time::timeout(BOUND, loadtest::run_load(command(args)))
-        .await
-        .unwrap_or_else(|_| panic!("{args} did not end within {BOUND:?}"))
-}
-
-async fn run_ok(args: &str) -> Report {
-    run(args).await.unwrap_or_else(|e| panic!("{args}: {e:#}"))
-}
-
-async fn sink(args: &str) -> Sink {
-    let Command::Sink(a) = command(&format!("sink {args}")) else {
-        unreachable!()
-    };
-    Sink::start(&a).await.unwrap()
-}
+use common::{command, run, run_ok, sink};
 
 /// A loopback port with nothing listening.
 fn refused_port() -> u16 {

@@ -7,37 +7,12 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::time::Duration;
-
-use clap::Parser as _;
-use loadtest::cli::{Cli, Command};
-use loadtest::report::Report;
-use loadtest::sink::Sink;
 use loadtest::tls::Pki;
 use takgate_tests::proxy::{web_config, TestProxy};
 
-const BOUND: Duration = Duration::from_secs(60);
+mod common;
 
-fn command(line: &str) -> Command {
-    let argv = std::iter::once("loadtest").chain(line.split_whitespace());
-    Cli::try_parse_from(argv)
-        .unwrap_or_else(|e| panic!("{line}: {e}"))
-        .command
-}
-
-async fn run_ok(line: &str) -> Report {
-    tokio::time::timeout(BOUND, loadtest::run_load(command(line)))
-        .await
-        .unwrap_or_else(|_| panic!("{line} did not end within {BOUND:?}"))
-        .unwrap_or_else(|e| panic!("{line}: {e:#}"))
-}
-
-async fn sink(line: &str) -> Sink {
-    let Command::Sink(a) = command(&format!("sink {line}")) else {
-        unreachable!()
-    };
-    Sink::start(&a).await.unwrap()
-}
+use common::{run_ok, sink};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cot_http_and_ws_through_takgate() {
