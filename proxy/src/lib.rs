@@ -8,11 +8,12 @@
 //! - `http`: routing, forwarding, upgrades, CORS, static files, access log.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`.
 //! - `tls_watch`: certificate reload on SIGHUP and on file changes.
-//! - `metrics`, `error`, `drain`: shared pieces.
+//! - `metrics`, `error`, `drain`, `counted`: shared pieces.
 
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod counted;
 pub mod drain;
 pub mod error;
 pub mod http;

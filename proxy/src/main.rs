@@ -55,6 +55,10 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The blocking pool only reads files (UI files not in the cache, certificates): a
+        // burst of cache misses queues for a few threads instead of starting hundreds, each
+        // with its own stack and malloc arena that would stay after the burst.
+        .max_blocking_threads(16)
         .build()
     {
         Ok(rt) => rt,

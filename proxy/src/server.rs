@@ -1,21 +1,19 @@
 //! Accept loops: bounded connections, TLS handshakes with a deadline, and HTTP/1.1 served with
 //! upgrades, each connection tracked by the drain.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::counted::{Counted, OnRead};
 use crate::drain::Drain;
 use crate::http::forward::ClientInfo;
 use crate::http::service::HttpService;
@@ -165,13 +163,7 @@ async fn serve_http1<I>(
         .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     let conn = builder
-        .serve_connection(
-            TokioIo::new(Counted {
-                io,
-                activity: activity.clone(),
-            }),
-            svc,
-        )
+        .serve_connection(TokioIo::new(Counted::new(io, activity.clone())), svc)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -224,6 +216,12 @@ impl Default for Activity {
     }
 }
 
+impl OnRead for Arc<Activity> {
+    fn on_read(&self, n: usize) {
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 impl Activity {
     fn mark(&self) {
         self.marked
@@ -233,55 +231,5 @@ impl Activity {
     /// At least one request was served and not a byte has come since.
     fn idle_after_request(&self) -> bool {
         self.read.load(Ordering::Relaxed) == self.marked.load(Ordering::Relaxed)
-    }
-}
-
-/// The client connection, counting the bytes read from it into [`Activity`].
-struct Counted<I> {
-    io: I,
-    activity: Arc<Activity>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before) as u64;
-        self.activity.read.fetch_add(n, Ordering::Relaxed);
-        res
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -1,16 +1,12 @@
 //! HTTP/1.1 upgrades (WebSocket): detected on the request, relayed byte for byte after the
 //! upstream's 101, and tracked so shutdown can wait for them and then cut them.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use http::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 
+use crate::counted::Counted;
 use crate::drain::Drain;
 use crate::http::router::RouteClass;
 use crate::metrics::{GaugeGuard, HttpMetrics};
@@ -58,6 +54,7 @@ pub fn spawn_relay(
             }
         };
         let _open = GaugeGuard::new(metrics.websocket_open(&listener, route));
+        // Counted as the bytes pass, so a long-lived WebSocket shows its traffic while open.
         let (to_upstream, to_client) = metrics.websocket_counters(&listener, route);
         let mut client = Counted::new(TokioIo::new(client), to_upstream);
         let mut upstream = Counted::new(TokioIo::new(upstream), to_client);
@@ -73,52 +70,4 @@ pub fn spawn_relay(
             }
         }
     });
-}
-
-pin_project_lite::pin_project! {
-    /// Counts the bytes read from the wrapped stream as they pass, so a long-lived WebSocket
-    /// shows its traffic while it is open rather than when it closes.
-    struct Counted<T> {
-        #[pin]
-        inner: T,
-        read: IntCounter,
-    }
-}
-
-impl<T> Counted<T> {
-    fn new(inner: T, read: IntCounter) -> Self {
-        Self { inner, read }
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for Counted<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        this.read.inc_by((buf.filled().len() - before) as u64);
-        res
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for Counted<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
 }
