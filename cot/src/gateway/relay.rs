@@ -1,13 +1,18 @@
-//! The two directions of a session. Each reads a bounded chunk, writes it (or the frames it
-//! completes) to the other side, and only then reads again: a slow reader slows its writer
-//! down (backpressure) instead of growing a buffer.
+//! The two directions of a session. Each reads what has arrived (up to `read_buffer` bytes),
+//! writes it (or the frames it completes) to the other side in one write, and only then reads
+//! again: a slow reader slows its writer down (backpressure) instead of growing a buffer.
 
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -182,7 +187,8 @@ async fn revoked(gw: &Gateway, cn: Option<&str>) {
     }
 }
 
-/// One direction: read a bounded chunk, write what it completes, repeat.
+/// One direction: read what has arrived (at most `read_buffer` bytes), write what it completes
+/// in one go, repeat.
 async fn pump<R, W>(
     gw: &Gateway,
     session: &Session,
@@ -192,90 +198,255 @@ async fn pump<R, W>(
     framer: Option<Framer>,
 ) -> End
 where
-    R: AsyncRead + Unpin,
+    R: Source,
     W: AsyncWrite + Unpin,
 {
     let metrics = &gw.metrics;
-    let mut framer = framer.map(|framer| Unfinished {
-        framer,
-        metrics,
-        direction,
-    });
+    let mut inbox = match framer {
+        Some(framer) => Inbox::Framed(Unfinished {
+            framer,
+            metrics,
+            direction,
+        }),
+        None => Inbox::Raw(BytesMut::new()),
+    };
     let bytes = metrics.bytes(direction).clone();
     let mut frames = FrameCounters::default();
-    let mut buf = vec![0u8; gw.config.read_buffer];
+    let mut out: Vec<Bytes> = Vec::new();
+    let limit = gw.config.read_buffer.max(1);
     loop {
-        // Shutdown is only heard between reads: a frame being written is always finished.
-        let read = if direction == Direction::ToUpstream {
+        // Shutdown is only heard between reads: frames already read are always written.
+        let (n, closed) = if direction == Direction::ToUpstream {
             tokio::select! {
-                r = reader.read(&mut buf) => r,
+                read = fill(&mut reader, &mut inbox, limit) => read,
                 () = gw.stop.cancelled() => {
                     let _ = writer.shutdown().await;
                     return End::Shutdown;
                 }
             }
         } else {
-            reader.read(&mut buf).await
+            fill(&mut reader, &mut inbox, limit).await
         };
-        let n = match read {
-            Ok(0) => {
+        if n > 0 {
+            session.touch();
+            bytes.inc_by(n as u64);
+        }
+        let read_at = Instant::now();
+        let failed = match &mut inbox {
+            Inbox::Raw(buf) => {
+                if !buf.is_empty() {
+                    out.push(buf.split().freeze());
+                }
+                None
+            }
+            Inbox::Framed(Unfinished { framer, .. }) => {
+                take_frames(gw, session, direction, framer, &mut frames, &mut out)
+            }
+        };
+        let relayed = out.len();
+        if !out.is_empty() && send(&mut writer, &mut out).await.is_err() {
+            return End::Io;
+        }
+        if direction == Direction::ToUpstream && matches!(inbox, Inbox::Framed(_)) {
+            let seconds = read_at.elapsed().as_secs_f64();
+            for _ in 0..relayed {
+                metrics.relay_seconds.observe(seconds);
+            }
+        }
+        if let Some(end) = failed {
+            return end;
+        }
+        match closed {
+            None => inbox.release_if_empty(),
+            Some(Closed::Eof) => {
                 // Half-close: pass the end of stream on, keep the other direction going.
                 let _ = writer.shutdown().await;
                 return End::Eof;
             }
-            Ok(n) => n,
-            Err(_) => return End::Io,
-        };
-        session.touch();
-        bytes.inc_by(n as u64);
-        let Some(Unfinished { framer, .. }) = framer.as_mut() else {
-            if writer.write_all(&buf[..n]).await.is_err() {
-                return End::Io;
-            }
-            continue;
-        };
-        let read_at = Instant::now();
-        framer.push(&buf[..n]);
-        loop {
-            if session.proto_granted.load(Ordering::Acquire) {
-                framer.switch_to_protobuf();
-            }
-            let frame = match framer.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    metrics.frame_error(direction, e.kind().as_str());
-                    tracing::debug!(listener = %gw.config.name, direction = direction.as_str(), error = %e, "CoT frame refused");
-                    if e.is_terminal() {
-                        return End::FrameError;
-                    }
-                    continue;
-                }
-            };
-            match (direction, frame.negotiation()) {
-                (Direction::ToUpstream, Some(Negotiation::Request)) => {
-                    session.proto_requested.store(true, Ordering::Release);
-                }
-                // Before the grant reaches the client: the client's next bytes are protobuf.
-                (Direction::ToClient, Some(Negotiation::Response { accepted: true }))
-                    if session.proto_requested.load(Ordering::Acquire) =>
-                {
-                    session.proto_granted.store(true, Ordering::Release);
-                }
-                _ => {}
-            }
-            frames.inc(metrics, direction, frame.class().as_str());
-            if writer.write_all(frame.bytes()).await.is_err() {
-                return End::Io;
-            }
-            if direction == Direction::ToUpstream {
-                metrics
-                    .relay_seconds
-                    .observe(read_at.elapsed().as_secs_f64());
-            }
+            Some(Closed::Failed) => return End::Io,
         }
     }
 }
+
+/// Moves every frame the framer can complete into `out`, in order. `Some` when a frame error
+/// ends the direction (the frames before it are still in `out`, to be written).
+fn take_frames(
+    gw: &Gateway,
+    session: &Session,
+    direction: Direction,
+    framer: &mut Framer,
+    frames: &mut FrameCounters,
+    out: &mut Vec<Bytes>,
+) -> Option<End> {
+    let metrics = &gw.metrics;
+    loop {
+        if session.proto_granted.load(Ordering::Acquire) {
+            framer.switch_to_protobuf();
+        }
+        let frame = match framer.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return None,
+            Err(e) => {
+                metrics.frame_error(direction, e.kind().as_str());
+                tracing::debug!(listener = %gw.config.name, direction = direction.as_str(), error = %e, "CoT frame refused");
+                if e.is_terminal() {
+                    return Some(End::FrameError);
+                }
+                continue;
+            }
+        };
+        match (direction, frame.negotiation()) {
+            (Direction::ToUpstream, Some(Negotiation::Request)) => {
+                session.proto_requested.store(true, Ordering::Release);
+            }
+            // Before the grant reaches the client: the client's next bytes are protobuf.
+            (Direction::ToClient, Some(Negotiation::Response { accepted: true }))
+                if session.proto_requested.load(Ordering::Acquire) =>
+            {
+                session.proto_granted.store(true, Ordering::Release);
+            }
+            _ => {}
+        }
+        frames.inc(metrics, direction, frame.class().as_str());
+        out.push(frame.into_bytes());
+    }
+}
+
+/// A reader that can wait for bytes without being handed a buffer, so that an idle session
+/// holds none.
+pub(super) trait Source: AsyncRead + Unpin {
+    /// Resolves when a read would not wait; at once when the reader cannot tell.
+    fn ready(&self) -> impl Future<Output = ()> + Send;
+
+    /// Bytes to make room for before the first read of a batch.
+    fn first_read(&self, limit: usize) -> usize;
+}
+
+impl Source for OwnedReadHalf {
+    async fn ready(&self) {
+        // An error shows up again on the read that follows.
+        let _ = self.readable().await;
+    }
+
+    fn first_read(&self, limit: usize) -> usize {
+        limit
+    }
+}
+
+impl<C: AsyncRead + Send> Source for ReadHalf<C> {
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    fn first_read(&self, limit: usize) -> usize {
+        // The buffer a waiting read holds: small, and grown once bytes arrive. (Over TLS this
+        // costs no extra system call: rustls reads the socket in 4 KiB steps anyway.)
+        limit.min(IDLE_READ)
+    }
+}
+
+/// Room held by a read that waits on a client, in bytes.
+const IDLE_READ: usize = 1024;
+
+/// Where a direction's bytes wait to be written on.
+// One per direction, inside the session's future: boxing the framer would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Inbox<'a> {
+    Raw(BytesMut),
+    Framed(Unfinished<'a>),
+}
+
+impl Inbox<'_> {
+    fn buf(&mut self, room: usize) -> &mut BytesMut {
+        match self {
+            Inbox::Raw(buf) => {
+                buf.reserve(room);
+                buf
+            }
+            Inbox::Framed(f) => f.framer.read_buf(room),
+        }
+    }
+
+    /// Lets go of the buffer when it holds nothing, so an idle session keeps no memory.
+    fn release_if_empty(&mut self) {
+        match self {
+            Inbox::Raw(buf) => {
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+            }
+            Inbox::Framed(f) => f.framer.release_if_empty(),
+        }
+    }
+}
+
+/// How a batch of reads ended early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closed {
+    Eof,
+    Failed,
+}
+
+/// Reads what `reader` has: waits for the first bytes, then takes whatever else it can hand over
+/// without waiting, up to `limit` bytes, so the frames they complete go out in one write. An end
+/// of stream or error after some bytes is reported with them.
+async fn fill<R: Source>(
+    reader: &mut R,
+    inbox: &mut Inbox<'_>,
+    limit: usize,
+) -> (usize, Option<Closed>) {
+    reader.ready().await;
+    let first = reader.first_read(limit);
+    let mut total = 0;
+    std::future::poll_fn(|cx| loop {
+        let room = limit.saturating_sub(total);
+        if room == 0 {
+            return Poll::Ready((total, None));
+        }
+        let buf = inbox.buf(if total == 0 { first } else { room });
+        let mut limited = buf.limit(room);
+        let read = std::pin::pin!(reader.read_buf(&mut limited));
+        match read.poll(cx) {
+            Poll::Ready(Ok(0)) => return Poll::Ready((total, Some(Closed::Eof))),
+            Poll::Ready(Ok(n)) => total += n,
+            Poll::Ready(Err(_)) => return Poll::Ready((total, Some(Closed::Failed))),
+            Poll::Pending if total > 0 => return Poll::Ready((total, None)),
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Writes `chunks` with as few system calls as the writer allows, then flushes (a TLS writer
+/// may hold back what the socket did not take). Empties `chunks`.
+async fn send<W: AsyncWrite + Unpin>(writer: &mut W, chunks: &mut Vec<Bytes>) -> io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        for (slice, chunk) in slices.iter_mut().zip(&chunks[first..]) {
+            *slice = IoSlice::new(chunk);
+            count += 1;
+        }
+        let mut n = writer.write_vectored(&slices[..count]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while let Some(chunk) = chunks.get_mut(first) {
+            if n < chunk.len() {
+                chunk.advance(n);
+                break;
+            }
+            n -= chunk.len();
+            first += 1;
+        }
+    }
+    chunks.clear();
+    writer.flush().await
+}
+
+/// Slices handed to one vectored write (Linux takes up to 1024).
+const MAX_SLICES: usize = 64;
 
 /// A direction's framer. When the session ends, however it ends (end of stream, idle, shutdown,
 /// an error), a frame the peer began and never finished is counted as `truncated`: its bytes are
@@ -309,5 +480,90 @@ impl FrameCounters {
         let c = metrics.frame_counter(direction, class);
         c.inc();
         self.0.push((class, c));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::Context;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn within<F: Future>(f: F) -> tokio::time::Timeout<F> {
+        tokio::time::timeout(Duration::from_secs(5), f)
+    }
+
+    #[tokio::test]
+    async fn fill_takes_everything_waiting_in_one_batch_up_to_the_limit() {
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let (mut reader, _w) = tokio::io::split(ours);
+        for chunk in [&b"<event/>"[..], b"<event>", b"</event>"] {
+            peer.write_all(chunk).await.unwrap();
+        }
+        let mut inbox = Inbox::Raw(BytesMut::new());
+        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024)).await.unwrap();
+        assert_eq!((n, closed), (23, None));
+        assert_eq!(&inbox.buf(0)[..], b"<event/><event></event>");
+
+        // The limit bounds a batch; the rest waits for the next one.
+        let mut inbox = Inbox::Raw(BytesMut::new());
+        peer.write_all(&[b'x'; 3000]).await.unwrap();
+        let (n, closed) = within(fill(&mut reader, &mut inbox, 2000)).await.unwrap();
+        assert_eq!((n, closed), (2000, None));
+        let (n, _) = within(fill(&mut reader, &mut inbox, 2000)).await.unwrap();
+        assert_eq!(n, 1000);
+    }
+
+    #[tokio::test]
+    async fn fill_reports_the_end_of_stream_with_the_bytes_before_it() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let (mut reader, _w) = tokio::io::split(ours);
+        peer.write_all(b"last words").await.unwrap();
+        drop(peer);
+        let mut inbox = Inbox::Raw(BytesMut::new());
+        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024)).await.unwrap();
+        assert_eq!((n, closed), (10, Some(Closed::Eof)));
+        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024)).await.unwrap();
+        assert_eq!((n, closed), (0, Some(Closed::Eof)));
+    }
+
+    /// Takes at most three bytes per write, from the first slice only.
+    #[derive(Default)]
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(3);
+            self.0.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn send_writes_every_chunk_in_order_through_partial_writes() {
+        let mut w = Trickle::default();
+        let mut chunks = vec![
+            Bytes::from_static(b"<event/>"),
+            Bytes::new(),
+            Bytes::from_static(b"<auth/>"),
+        ];
+        within(send(&mut w, &mut chunks)).await.unwrap().unwrap();
+        assert_eq!(w.0, b"<event/><auth/>");
+        assert!(chunks.is_empty());
     }
 }
