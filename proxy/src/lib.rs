@@ -9,12 +9,16 @@
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`.
 //! - `tls_watch`: certificate reload on SIGHUP and on file changes.
 //! - `metrics`, `error`, `drain`: shared pieces.
+//! - `fuzzing` (feature `fuzzing`): the harnesses of `proxy/fuzz`.
 
 pub mod admin;
 pub mod app;
 pub mod config;
 pub mod drain;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod server;
