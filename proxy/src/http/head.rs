@@ -175,7 +175,16 @@ mod tests {
         assert_eq!(kind("/", &[]), Some(ErrorKind::BadRequest));
         // Found by proxy/fuzz (http_head): `ta[::1]mple` passed, and went upstream as
         // `ta[::1]mple:443`, which no parser reads as one host.
-        for bad in ["ta[::1]mple", "[::1", "a]", "[zz]", "[::1]x:80", "[127.0.0.1]", "h:+80", "h:"] {
+        for bad in [
+            "ta[::1]mple",
+            "[::1",
+            "a]",
+            "[zz]",
+            "[::1]x:80",
+            "[127.0.0.1]",
+            "h:+80",
+            "h:",
+        ] {
             assert!(parse_host(bad).is_err(), "{bad}");
         }
         for good in ["[::1]", "[2001:db8::7]:8443", "tak.example", "10.0.0.1:80"] {

@@ -14,13 +14,17 @@ use crate::error::{ErrorKind, ProxyError};
 #[error("invalid request path")]
 pub struct InvalidPath;
 
-/// Decodes percent-encoded unreserved characters, merges repeated slashes and resolves `.` and
-/// `..` segments. Other escapes (`%2F`, `%20`, …) stay as they are.
+/// Decodes percent-encoded unreserved characters and `%2F`, merges repeated slashes and resolves
+/// `.` and `..` segments. Other escapes (`%20`, `%3F`, …) stay as they are.
+///
+/// `%2F` is a `/` here because it is one to the upstreams (gevent decodes it before werkzeug
+/// routes, Go's net/http before MediaMTX does) and to nginx's `location` matching: kept
+/// encoded, `/Marti/api%2Ftls` would pass the `/Marti/api/tls` 404 and reach enrollment.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
     if !needs_work(path) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode_unreserved(path)?;
+    let decoded = decode_for_routing(path)?;
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split('/').skip(1) {
         match segment {
@@ -68,7 +72,7 @@ fn needs_work(path: &str) -> bool {
     path.contains('%') || path.contains("//") || path.contains("/.") || !path.starts_with('/')
 }
 
-fn decode_unreserved(path: &str) -> Result<String, InvalidPath> {
+fn decode_for_routing(path: &str) -> Result<String, InvalidPath> {
     let bytes = path.as_bytes();
     // Bytes, not chars: a multi-byte UTF-8 character is copied as it came, not byte by byte.
     let mut out = Vec::with_capacity(path.len() + 1);
@@ -84,7 +88,7 @@ fn decode_unreserved(path: &str) -> Result<String, InvalidPath> {
             if byte == 0 {
                 return Err(InvalidPath);
             }
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
                 out.push(byte);
             } else {
                 // Uppercase hex, as RFC 3986 §6.2.2.1 recommends.
@@ -122,7 +126,8 @@ mod tests {
             ("/assets/", "/assets/"),
             ("/assets/.", "/assets/"),
             ("/a/b/..", "/a/"),
-            ("/a%2fb", "/a%2Fb"),
+            ("/a%2fb", "/a/b"),
+            ("/a%3fb", "/a%3Fb"),
             ("/a%20b", "/a%20b"),
             ("/.", "/"),
         ] {
@@ -138,6 +143,23 @@ mod tests {
         assert_eq!(normalize("/ünï/./çödé%2D").unwrap(), "/ünï/çödé-");
         let once = normalize("/a//é").unwrap().into_owned();
         assert_eq!(normalize(&once).unwrap(), once);
+    }
+
+    /// Found by `proxy/fuzz` (http_head): `%2F` stayed encoded, so the route was chosen for
+    /// another path than the upstream reads.
+    #[test]
+    fn encoded_slashes_are_segment_separators() {
+        for (input, want) in [
+            ("/Marti/api%2Ftls/config", "/Marti/api/tls/config"),
+            (
+                "/%2FMarti/api/clientEndPoints",
+                "/Marti/api/clientEndPoints",
+            ),
+            ("/api%2F..%2FMarti/api/tls", "/Marti/api/tls"),
+        ] {
+            assert_eq!(normalize(input).unwrap(), want, "{input}");
+        }
+        assert_eq!(normalize("/api%2F..%2F..%2Fetc"), Err(InvalidPath));
     }
 
     #[test]
