@@ -9,6 +9,7 @@
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`.
 //! - `tls_watch`: certificate reload on SIGHUP and on file changes.
 //! - `metrics`, `error`, `drain`, `counted`: shared pieces.
+//! - `fuzzing` (feature `fuzzing`): the harnesses of `proxy/fuzz`.
 
 pub mod admin;
 pub mod app;
@@ -16,6 +17,9 @@ pub mod config;
 pub mod counted;
 pub mod drain;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod server;

@@ -712,15 +712,12 @@ async fn traversal_in_any_encoding_never_leaves_the_ui_root() {
         "/.%2e/secret.txt",
         "/assets/../../secret.txt",
         "/assets/%2E%2E/%2e%2e/secret.txt",
-    ];
-    // Forms only the file server decodes (an encoded slash or backslash, overlong UTF-8): its 400.
-    let decoded_late = [
         "/..%2fsecret.txt",
         "/%2e%2e%2fsecret.txt",
         "/assets/..%2f..%2fsecret.txt",
-        "/..%5csecret.txt",
-        "/%c0%ae%c0%ae/secret.txt",
     ];
+    // Forms only the file server decodes (an encoded backslash, overlong UTF-8): its 400.
+    let decoded_late = ["/..%5csecret.txt", "/%c0%ae%c0%ae/secret.txt"];
     // Forms that name something inside the root (or nothing): never the secret.
     let inside = [
         "/%252e%252e/secret.txt",

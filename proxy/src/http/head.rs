@@ -29,11 +29,21 @@ pub fn canonicalize<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
 /// A Host value as RFC 9110 §7.2 allows it: `uri-host [":" port]`, no userinfo, a real port.
 pub fn parse_host(value: &str) -> Result<Authority, BoxError> {
     let authority: Authority = value.parse()?;
-    let port_ok = match authority.as_str().rsplit_once(':') {
-        Some((_, p)) if !p.contains(']') => p.parse::<u16>().is_ok(),
-        _ => true,
+    // http's parser takes brackets anywhere (`ta[::1]mple`, `[::1]x`); RFC 3986 only around an
+    // IPv6 literal that is the whole host.
+    let host = authority.host();
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(literal) => literal.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.contains(['[', ']']),
     };
-    if authority.as_str().contains('@') || !port_ok {
+    let port_ok = match authority.as_str().strip_prefix(host) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()),
+        None => false,
+    };
+    if authority.as_str().contains('@') || !host_ok || !port_ok {
         return Err(format!("invalid Host {value:?}").into());
     }
     Ok(authority)
@@ -163,6 +173,23 @@ mod tests {
             );
         }
         assert_eq!(kind("/", &[]), Some(ErrorKind::BadRequest));
+        // Found by proxy/fuzz (http_head): `ta[::1]mple` passed, and went upstream as
+        // `ta[::1]mple:443`, which no parser reads as one host.
+        for bad in [
+            "ta[::1]mple",
+            "[::1",
+            "a]",
+            "[zz]",
+            "[::1]x:80",
+            "[127.0.0.1]",
+            "h:+80",
+            "h:",
+        ] {
+            assert!(parse_host(bad).is_err(), "{bad}");
+        }
+        for good in ["[::1]", "[2001:db8::7]:8443", "tak.example", "10.0.0.1:80"] {
+            assert_eq!(parse_host(good).unwrap().as_str(), good);
+        }
         assert_eq!(kind("/", &[("host", "")]), None);
         let mut old = request("/", &[]);
         *old.version_mut() = Version::HTTP_10;

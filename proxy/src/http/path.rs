@@ -5,18 +5,26 @@
 
 use std::borrow::Cow;
 
+use http::Request;
+
+use crate::error::{ErrorKind, ProxyError};
+
 /// A path that cannot be normalised: it climbs above the root or encodes a NUL byte.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid request path")]
 pub struct InvalidPath;
 
-/// Decodes percent-encoded unreserved characters, merges repeated slashes and resolves `.` and
-/// `..` segments. Other escapes (`%2F`, `%20`, …) stay as they are.
+/// Decodes percent-encoded unreserved characters and `%2F`, merges repeated slashes and resolves
+/// `.` and `..` segments. Other escapes (`%20`, `%3F`, …) stay as they are.
+///
+/// `%2F` is a `/` here because it is one to the upstreams (gevent decodes it before werkzeug
+/// routes, Go's net/http before MediaMTX does) and to nginx's `location` matching: kept
+/// encoded, `/Marti/api%2Ftls` would pass the `/Marti/api/tls` 404 and reach enrollment.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
     if !needs_work(path) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode_unreserved(path)?;
+    let decoded = decode_for_routing(path)?;
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split('/').skip(1) {
         match segment {
@@ -40,8 +48,17 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
     Ok(Cow::Owned(out))
 }
 
+/// Replaces a request's path by its normal form, the one takgate routes and forwards.
+pub fn normalize_request<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let invalid = |e: InvalidPath| ProxyError::new(ErrorKind::BadRequest, None, Some(e.into()));
+    if let Cow::Owned(normal) = normalize(req.uri().path()).map_err(invalid)? {
+        *req.uri_mut() = with_path(req.uri(), &normal).map_err(invalid)?;
+    }
+    Ok(())
+}
+
 /// `uri` with its path replaced by `path`, query kept.
-pub fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, InvalidPath> {
+fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, InvalidPath> {
     let pq = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
@@ -55,11 +72,12 @@ fn needs_work(path: &str) -> bool {
     path.contains('%') || path.contains("//") || path.contains("/.") || !path.starts_with('/')
 }
 
-fn decode_unreserved(path: &str) -> Result<String, InvalidPath> {
+fn decode_for_routing(path: &str) -> Result<String, InvalidPath> {
     let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len() + 1);
+    // Bytes, not chars: a multi-byte UTF-8 character is copied as it came, not byte by byte.
+    let mut out = Vec::with_capacity(path.len() + 1);
     if !path.starts_with('/') {
-        out.push('/');
+        out.push(b'/');
     }
     let mut i = 0;
     while i < bytes.len() {
@@ -70,20 +88,21 @@ fn decode_unreserved(path: &str) -> Result<String, InvalidPath> {
             if byte == 0 {
                 return Err(InvalidPath);
             }
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-                out.push(char::from(byte));
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/') {
+                out.push(byte);
             } else {
                 // Uppercase hex, as RFC 3986 §6.2.2.1 recommends.
-                out.push('%');
-                out.push_str(&hex.to_ascii_uppercase());
+                out.push(b'%');
+                out.extend(hex.to_ascii_uppercase().bytes());
             }
             i += 3;
         } else {
-            out.push(char::from(bytes[i]));
+            out.push(bytes[i]);
             i += 1;
         }
     }
-    Ok(out)
+    // Only whole characters and ASCII were written, so this cannot fail.
+    String::from_utf8(out).map_err(|_| InvalidPath)
 }
 
 #[cfg(test)]
@@ -107,12 +126,40 @@ mod tests {
             ("/assets/", "/assets/"),
             ("/assets/.", "/assets/"),
             ("/a/b/..", "/a/"),
-            ("/a%2fb", "/a%2Fb"),
+            ("/a%2fb", "/a/b"),
+            ("/a%3fb", "/a%3Fb"),
             ("/a%20b", "/a%20b"),
             ("/.", "/"),
         ] {
             assert_eq!(normalize(input).unwrap(), want, "{input}");
         }
+    }
+
+    /// Found by `proxy/fuzz` (http_head): each byte of a multi-byte character was pushed as a
+    /// char of its own, so `Ñ¡` became `Ã\u{91}Â¡`, and again on every pass.
+    #[test]
+    fn non_ascii_characters_survive_normalisation() {
+        assert_eq!(normalize("/media~a/..Ñ¡/%7Ec").unwrap(), "/media~a/..Ñ¡/~c");
+        assert_eq!(normalize("/ünï/./çödé%2D").unwrap(), "/ünï/çödé-");
+        let once = normalize("/a//é").unwrap().into_owned();
+        assert_eq!(normalize(&once).unwrap(), once);
+    }
+
+    /// Found by `proxy/fuzz` (http_head): `%2F` stayed encoded, so the route was chosen for
+    /// another path than the upstream reads.
+    #[test]
+    fn encoded_slashes_are_segment_separators() {
+        for (input, want) in [
+            ("/Marti/api%2Ftls/config", "/Marti/api/tls/config"),
+            (
+                "/%2FMarti/api/clientEndPoints",
+                "/Marti/api/clientEndPoints",
+            ),
+            ("/api%2F..%2FMarti/api/tls", "/Marti/api/tls"),
+        ] {
+            assert_eq!(normalize(input).unwrap(), want, "{input}");
+        }
+        assert_eq!(normalize("/api%2F..%2F..%2Fetc"), Err(InvalidPath));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! One listener's request handling: CORS, routing, then static files, a redirect, a 404 or the
 //! upstream; every request ends in one access-log line and one metrics record.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,7 +146,9 @@ impl HttpService {
     }
 
     async fn answer(&self, client: &ClientInfo, mut req: Request<Incoming>) -> Answer {
-        if let Err(e) = head::canonicalize(&mut req).and_then(|()| normalize_path(&mut req)) {
+        if let Err(e) =
+            head::canonicalize(&mut req).and_then(|()| path::normalize_request(&mut req))
+        {
             return self.refuse(client, req.uri().path(), &e);
         }
         let upgrade = upgrade::websocket_upgrade(req.method(), req.headers());
@@ -301,16 +302,6 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-}
-
-/// Routes and forwards the normalised path (see [`path`]).
-fn normalize_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
-    let invalid =
-        |e: path::InvalidPath| ProxyError::new(ErrorKind::BadRequest, None, Some(e.into()));
-    if let Cow::Owned(normal) = path::normalize(req.uri().path()).map_err(invalid)? {
-        *req.uri_mut() = path::with_path(req.uri(), &normal).map_err(invalid)?;
-    }
-    Ok(())
 }
 
 fn not_found() -> Response<Body> {

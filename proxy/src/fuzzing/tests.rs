@@ -1,0 +1,48 @@
+//! The committed seed corpus of `proxy/fuzz`, through the same harnesses, on every test run.
+
+use std::path::Path;
+
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seed-"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn http_head_seeds_hold_the_invariants() {
+    let seeds = seeds("http_head");
+    assert!(seeds.len() >= 10, "{} seeds", seeds.len());
+    for (name, data) in seeds {
+        assert!(
+            super::parse_head(&data[2..]).is_some(),
+            "{name} is not a request head"
+        );
+        super::http_head(&data);
+    }
+}
+
+#[test]
+fn config_seeds_hold_the_invariants() {
+    let seeds = seeds("config");
+    assert!(seeds.len() >= 5, "{} seeds", seeds.len());
+    let mut valid = 0;
+    for (_, data) in seeds {
+        super::config(&data);
+        valid +=
+            usize::from(crate::config::Config::parse(std::str::from_utf8(&data).unwrap()).is_ok());
+    }
+    assert!(valid >= 4, "only {valid} seeds are valid configs");
+}
