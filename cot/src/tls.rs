@@ -22,6 +22,8 @@ use rustls::{InconsistentKeys, RootCertStore, ServerConfig, SupportedProtocolVer
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+mod v1_crl;
+
 /// A bounded label for why a TLS handshake failed, the same on stream and HTTPS listeners.
 pub fn handshake_failure(err: &std::io::Error) -> &'static str {
     use rustls::CertificateError as C;
@@ -174,6 +176,8 @@ pub enum TlsError {
     NoCrl { path: PathBuf },
     #[error("invalid CRL in {}: {cause}", path.display())]
     InvalidCrl { path: PathBuf, cause: rustls::Error },
+    #[error("invalid version 1 CRL in {}: {cause}", path.display())]
+    InvalidV1Crl { path: PathBuf, cause: String },
     #[error("client certificate verifier for {}: {cause}", path.display())]
     ClientVerifier {
         path: PathBuf,
@@ -331,8 +335,9 @@ fn client_verifier(
             client_auth: settings.client_auth,
         })?;
 
+    let cas = load_certs(ca_path)?;
     let mut roots = RootCertStore::empty();
-    for ca in load_certs(ca_path)? {
+    for ca in cas.iter().cloned() {
         roots.add(ca).map_err(|cause| TlsError::BadClientCa {
             path: ca_path.to_owned(),
             cause,
@@ -346,13 +351,31 @@ fn client_verifier(
     // are still used (rustls' default): refusing every client because a CRL was
     // not re-issued in time would turn a stale list into an outage.
     let crl_path = settings.crl.as_deref();
+    let mut v1 = None;
     if let Some(path) = crl_path {
-        builder = builder.with_crls(load_crls(path)?);
+        let (v2_crls, v1_crls, covered) = split_crls(load_crls(path)?);
+        if !v1_crls.is_empty() {
+            let lists = v1_crls
+                .iter()
+                .map(|crl| v1_crl::parse(crl, &cas))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|cause| TlsError::InvalidV1Crl {
+                    path: path.to_owned(),
+                    cause,
+                })?;
+            // Issuers only a v1 list covers are unknown to webpki; the wrapper below refuses
+            // the ones no list at all covers.
+            builder = builder.allow_unknown_revocation_status();
+            v1 = Some((lists, covered));
+        }
+        if !v2_crls.is_empty() {
+            builder = builder.with_crls(v2_crls);
+        }
     }
     if settings.client_auth == ClientAuth::Optional {
         builder = builder.allow_unauthenticated();
     }
-    builder.build().map_err(|e| match (e, crl_path) {
+    let verifier = builder.build().map_err(|e| match (e, crl_path) {
         (VerifierBuilderError::InvalidCrl(cause), Some(path)) => TlsError::InvalidCrl {
             path: path.to_owned(),
             cause: cause.into(),
@@ -364,7 +387,41 @@ fn client_verifier(
             path: ca_path.to_owned(),
             cause,
         },
+    })?;
+    Ok(match v1 {
+        Some((lists, covered)) => Arc::new(v1_crl::WithV1Crls {
+            inner: verifier,
+            lists,
+            covered,
+        }),
+        None => verifier,
     })
+}
+
+/// The CRLs webpki can check (version 2), the version 1 ones it cannot, and the issuers all of
+/// them cover. Bytes that are no CRL at all go to webpki, which reports them.
+fn split_crls(
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> (
+    Vec<CertificateRevocationListDer<'static>>,
+    Vec<CertificateRevocationListDer<'static>>,
+    Vec<Vec<u8>>,
+) {
+    let (mut v2, mut v1, mut covered) = (Vec::new(), Vec::new(), Vec::new());
+    for crl in crls {
+        match v1_crl::inspect(&crl) {
+            Some((issuer, true)) => {
+                covered.push(issuer);
+                v1.push(crl);
+            }
+            Some((issuer, false)) => {
+                covered.push(issuer);
+                v2.push(crl);
+            }
+            None => v2.push(crl),
+        }
+    }
+    (v2, v1, covered)
 }
 
 /// The server config of one listener, swappable at run time: SIGHUP or a change of its files

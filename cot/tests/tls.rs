@@ -263,6 +263,70 @@ async fn crl_of_another_ca_refuses_everyone() {
     );
 }
 
+/// OpenTAK Server's `ca/ca.crl` is a version 1 list (`openssl ca -gencrl` without crlnumber),
+/// which webpki cannot parse; takgate checks those itself.
+#[tokio::test]
+async fn v1_crl_from_openssl_refuses_a_revoked_client_and_accepts_others() {
+    let pki = TestPki::new();
+    let revoked = pki.issue_client("lost-phone");
+    let good = pki.issue_client("eud1");
+    let mut settings = pki.server_settings(ClientAuth::Required);
+
+    // As OTS leaves it: signed, listing nothing. Everyone of this CA gets in.
+    settings.crl = Some(pki.write_v1_crl());
+    for client in [&revoked, &good] {
+        let outcome = connect(acceptor(&settings), pki.client_config(Some(client))).await;
+        assert_eq!(
+            outcome.server.unwrap(),
+            Some(client.der.clone()),
+            "{}",
+            client.cn
+        );
+    }
+
+    pki.revoke(&revoked);
+    settings.crl = Some(pki.write_v1_crl());
+    for version in VERSIONS {
+        let outcome = connect(
+            acceptor(&settings),
+            pki.client_config_with_versions(Some(&revoked), &[version]),
+        )
+        .await;
+        let err = outcome.server.unwrap_err();
+        assert!(
+            matches!(
+                rustls_error(&err),
+                rustls::Error::InvalidCertificate(CertificateError::Revoked)
+            ),
+            "{version:?}: {err}"
+        );
+    }
+    let outcome = connect(acceptor(&settings), pki.client_config(Some(&good))).await;
+    assert_eq!(outcome.server.unwrap(), Some(good.der.clone()));
+
+    // Another CA's client is still refused by the chain check, before any list is read.
+    let stranger = other_ca_client("eud2");
+    let outcome = connect(acceptor(&settings), pki.client_config(Some(&stranger))).await;
+    assert!(outcome.server.is_err());
+}
+
+#[test]
+fn v1_crl_not_signed_by_the_client_ca_is_a_config_error() {
+    let pki = TestPki::new();
+    let mut settings = pki.server_settings(ClientAuth::Required);
+    // Another CA altogether, and one with the very same name but another key.
+    for other in [TestPki::named("unrelated test CA"), TestPki::new()] {
+        settings.crl = Some(other.write_v1_crl());
+        let err = server_config(&settings).unwrap_err();
+        assert!(matches!(err, TlsError::InvalidV1Crl { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&settings.crl.as_ref().unwrap().display().to_string()),
+            "{msg}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn tls13_only_server_refuses_a_tls12_only_client() {
     let pki = TestPki::new();

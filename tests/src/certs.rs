@@ -194,6 +194,54 @@ impl TestPki {
         path
     }
 
+    /// Writes the CA's current revocation list as OpenTAK Server's own `ca/ca.crl` is made:
+    /// `openssl ca -gencrl` with no `crlnumber` file, which gives a version 1 CRL. Needs the
+    /// `openssl` command. Returns the path of `crl-v1.pem`.
+    pub fn write_v1_crl(&self) -> PathBuf {
+        let dir = self.dir.path().join("openssl-ca");
+        std::fs::create_dir_all(&dir).expect("openssl-ca dir");
+        let key = dir.join("ca.key");
+        write(&key, &self.issuer.key().serialize_pem());
+        let index: String = self
+            .revoked
+            .lock()
+            .expect("revoked list")
+            .iter()
+            .map(|serial| {
+                let hex: String = serial.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+                format!("R\t991231235959Z\t240101000000Z\t{hex}\tunknown\t/CN=revoked\n")
+            })
+            .collect();
+        write(&dir.join("index.txt"), &index);
+        let config = dir.join("ca.cnf");
+        write(
+            &config,
+            &format!(
+                "[ca]\ndefault_ca = ots\n[ots]\ndatabase = {}\ndefault_md = sha256\n\
+                 default_crl_days = 3650\n",
+                dir.join("index.txt").display()
+            ),
+        );
+        let out = self.dir.path().join("crl-v1.pem");
+        let status = std::process::Command::new("openssl")
+            .args(["ca", "-gencrl", "-batch", "-config"])
+            .arg(&config)
+            .arg("-keyfile")
+            .arg(&key)
+            .arg("-cert")
+            .arg(&self.ca_pem)
+            .arg("-out")
+            .arg(&out)
+            .output()
+            .expect("run openssl");
+        assert!(
+            status.status.success(),
+            "openssl ca -gencrl: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        out
+    }
+
     /// Settings for a takgate listener serving this PKI's server certificate and
     /// verifying clients against its CA.
     pub fn server_settings(&self, client_auth: ClientAuth) -> TlsSettings {
