@@ -37,6 +37,19 @@
 //!   `Ok(None)` the framer holds at most `max(max_frame, 6)` bytes (6: a possible `<event`
 //!   while skipping under the Drop policy), so with reads of at most `n` bytes it never holds
 //!   more than that plus `n`.
+//!
+//! # Trusted mode
+//!
+//! [`Framer::trusted`] frames the stream from OTS to a client, which OTS wrote itself: nothing
+//! there is validated, an XML frame is everything up to and including the next literal
+//! `</event>` (and the whitespace already read after it). A literal `</event>` cannot occur in
+//! well-formed XML except as the root's end tag, inside CDATA or a comment, or after a nested
+//! `<event>`; OTS writes none of these (its own reader splits streams on `</event>` too). Should
+//! it ever, or write a self-closing `<event …/>` root, frames are only split in other places:
+//! trusted frames are consecutive slices of the stream, so the bytes relayed are the bytes read,
+//! in order, whatever the split. The root's `type` and `uid` are read from its start tag for the
+//! metrics and the TAK protocol negotiation, which switches to protobuf at the same frame
+//! boundary as in the validating mode. Frames stay bounded by `max_frame`.
 
 use std::fmt;
 use std::ops::Range;
@@ -183,6 +196,41 @@ impl Frame {
             control: Control::None,
             uid: None,
         }
+    }
+
+    /// An unvalidated XML frame: what its root's start tag says, read without a parser.
+    fn trusted(bytes: Bytes) -> Self {
+        let mut frame = Self {
+            bytes,
+            kind: FrameKind::Event,
+            class: CotClass::OTHER,
+            control: Control::None,
+            uid: None,
+        };
+        let Some(root) = find_start_tag(&frame.bytes, b"event", 0) else {
+            return frame;
+        };
+        for (name, value) in Attributes::new(&frame.bytes, root) {
+            let text = frame.bytes.get(value.clone()).unwrap_or_default();
+            match name {
+                b"type" => {
+                    let cot_type = std::str::from_utf8(text).unwrap_or_default();
+                    frame.class = CotClass::from_type(cot_type);
+                    frame.control = Control::from_type(cot_type);
+                }
+                b"uid" => frame.uid = Some(value),
+                _ => {}
+            }
+        }
+        if frame.control == Control::Negotiation(Negotiation::Response { accepted: false }) {
+            let accepted = find_start_tag(&frame.bytes, b"TakResponse", root).is_some_and(|at| {
+                Attributes::new(&frame.bytes, at).any(|(name, value)| {
+                    name == b"status" && frame.bytes.get(value) == Some(&b"true"[..])
+                })
+            });
+            frame.control = Control::Negotiation(Negotiation::Response { accepted });
+        }
+        frame
     }
 
     /// The bytes to relay: the declaration and prolog (XML) or header (protobuf) included.
@@ -404,6 +452,10 @@ pub struct Framer {
     // Stream offset of buf[0], for error reports.
     base: u64,
     proto: bool,
+    // XML frames are found by `</event>` alone (see the module documentation).
+    trusted: bool,
+    // Trusted mode: where the search for `</event>` resumes in `buf`.
+    trusted_scan: usize,
     // Set under the Drop policy after a fault, until the next frame start is found.
     resync: bool,
     xml: XmlState,
@@ -437,9 +489,19 @@ impl Framer {
             buf: BytesMut::new(),
             base: 0,
             proto: false,
+            trusted: false,
+            trusted_scan: 0,
             resync: false,
             xml: XmlState::default(),
             failed: None,
+        }
+    }
+
+    /// A framer for a trusted peer (OTS): XML frames are delimited, not validated.
+    pub fn trusted(config: FramerConfig) -> Self {
+        Self {
+            trusted: true,
+            ..Self::new(config)
         }
     }
 
@@ -479,6 +541,7 @@ impl Framer {
     pub fn switch_to_protobuf(&mut self) {
         self.proto = true;
         self.resync = false;
+        self.trusted_scan = 0;
         self.xml.reset();
     }
 
@@ -490,6 +553,8 @@ impl Framer {
         }
         let found = if self.proto {
             self.next_proto()
+        } else if self.trusted {
+            self.next_trusted()
         } else {
             self.next_xml()
         };
@@ -531,6 +596,41 @@ impl Framer {
         let end = end.min(self.buf.len());
         self.base = self.base.saturating_add(end as u64);
         self.buf.split_to(end).freeze()
+    }
+
+    // --- XML from a trusted peer ---
+
+    fn next_trusted(&mut self) -> Result<Option<Frame>, Fault> {
+        if self.trusted_scan > self.buf.len() {
+            return Err(Fault::new(self.buf.len(), Reason::BufferShrunk));
+        }
+        // Nothing past `max_frame` is looked at: a frame cannot end there.
+        let window = self
+            .buf
+            .get(..self.buf.len().min(self.max_frame))
+            .unwrap_or_default();
+        let from = self.trusted_scan;
+        let rest = window.get(from..).unwrap_or_default();
+        let Some(i) = memchr::memmem::find(rest, EVENT_END) else {
+            // A `</event>` may straddle the end: look again at its possible first bytes.
+            self.trusted_scan = window.len().saturating_sub(EVENT_END.len() - 1).max(from);
+            if self.buf.len() > self.max_frame {
+                let limit = self.max_frame;
+                return Err(Fault::new(0, Reason::TooLarge { limit }));
+            }
+            return Ok(None);
+        };
+        let end = from + i + EVENT_END.len();
+        // Whitespace already read after the frame goes with it, so that a stream between
+        // frames usually holds nothing.
+        let spaces = window
+            .get(end..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&b| is_xml_whitespace(b))
+            .count();
+        self.trusted_scan = 0;
+        Ok(Some(Frame::trusted(self.take(end + spaces))))
     }
 
     // --- XML ---
@@ -1096,6 +1196,68 @@ fn first_control_char(bytes: &[u8]) -> Option<usize> {
             None
         }
     })
+}
+
+/// End of a trusted XML frame.
+const EVENT_END: &[u8] = b"</event>";
+
+/// Where the attributes of the first `<name` start tag at or after `from` begin.
+fn find_start_tag(bytes: &[u8], name: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let rest = bytes.get(at..)?;
+        let i = memchr::memchr(b'<', rest)?;
+        let after = at + i + 1 + name.len();
+        if bytes.get(at + i + 1..after) == Some(name)
+            && matches!(
+                bytes.get(after),
+                Some(b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>')
+            )
+        {
+            return Some(after);
+        }
+        at += i + 1;
+    }
+}
+
+/// The attributes of a start tag from a trusted peer, as (name, range of the value as written),
+/// read from just after its name; stops at the tag's end or at anything not well-formed.
+struct Attributes<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Attributes<'a> {
+    fn new(bytes: &'a [u8], at: usize) -> Self {
+        Self { bytes, at }
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (&'a [u8], Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.bytes;
+        let skip_spaces = |at: usize| {
+            let rest = bytes.get(at..).unwrap_or_default();
+            at + rest.iter().take_while(|&&b| is_xml_whitespace(b)).count()
+        };
+        let name_start = skip_spaces(self.at);
+        let rest = bytes.get(name_start..)?;
+        let name_len = rest
+            .iter()
+            .position(|&b| b == b'=' || is_xml_whitespace(b) || b == b'>' || b == b'/')?;
+        let eq = skip_spaces(name_start + name_len);
+        if name_len == 0 || bytes.get(eq) != Some(&b'=') {
+            return None;
+        }
+        let open = skip_spaces(eq + 1);
+        let quote = *bytes.get(open).filter(|&&q| q == b'"' || q == b'\'')?;
+        let len = memchr::memchr(quote, bytes.get(open + 1..)?)?;
+        let value = open + 1..open + 1 + len;
+        self.at = value.end + 1;
+        Some((rest.get(..name_len)?, value))
+    }
 }
 
 fn is_xml_whitespace(b: u8) -> bool {

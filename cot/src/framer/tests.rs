@@ -904,6 +904,172 @@ fn switch_after_negotiation_reads_the_rest_as_protobuf() {
     assert!(f.next_frame().unwrap().is_none());
 }
 
+// --- trusted mode ---
+
+fn trusted(max_frame: usize) -> Framer {
+    Framer::trusted(FramerConfig {
+        max_frame,
+        malformed: MalformedPolicy::Close,
+    })
+}
+
+/// Feeds `chunks` to a trusted framer; every frame it returns, and the error that ended it.
+fn run_trusted<'a>(
+    max_frame: usize,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<Frame>, Option<FrameError>) {
+    let mut f = trusted(max_frame);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        f.push(chunk);
+        loop {
+            match f.next_frame() {
+                Ok(Some(frame)) => out.push(frame),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        assert!(f.buffered_len() <= max_frame, "{} held", f.buffered_len());
+    }
+    (out, None)
+}
+
+fn fixture_stream() -> Vec<u8> {
+    let mut stream = Vec::new();
+    for (_, bytes, _) in FIXTURES {
+        stream.extend_from_slice(bytes);
+        stream.extend_from_slice(b"\n");
+    }
+    stream.extend_from_slice(PING);
+    stream
+}
+
+#[test]
+fn trusted_frames_are_the_fixtures_under_any_chunk_size_with_their_classes() {
+    let stream = fixture_stream();
+    let mut expected: Vec<&str> = FIXTURES.iter().map(|(_, _, class)| *class).collect();
+    expected.push("t-x");
+    for size in [1, 2, 3, 7, 8, 9, 64, 777, stream.len()] {
+        let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, stream.chunks(size));
+        assert!(err.is_none(), "chunk size {size}: {err:?}");
+        let classes: Vec<&str> = frames.iter().map(|f| f.class().as_str()).collect();
+        assert_eq!(classes, expected, "chunk size {size}");
+        // The frames are the stream, byte for byte: nothing dropped, nothing rewritten.
+        let relayed: Vec<u8> = frames.iter().flat_map(|f| f.bytes().to_vec()).collect();
+        assert_eq!(relayed, stream, "chunk size {size}");
+        assert!(frames.last().is_some_and(Frame::is_ping));
+    }
+}
+
+#[test]
+fn trusted_frames_read_type_and_uid_however_the_start_tag_is_written() {
+    let (frames, err) = run_trusted(
+        DEFAULT_MAX_FRAME,
+        [
+            &b"<?xml version='1.0'?>\n<event how=\"a>b\" uid = 'u-1'\n type=\"a-f-G\">\
+            <detail/></event><event><detail/></event>"[..],
+        ],
+    );
+    assert!(err.is_none());
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0].class().as_str(), "a-f");
+    assert_eq!(frames[0].uid(), Some("u-1"));
+    assert_eq!(frames[0].kind(), FrameKind::Event);
+    assert_eq!(
+        (frames[1].class(), frames[1].uid()),
+        (CotClass::OTHER, None)
+    );
+}
+
+#[test]
+fn trusted_negotiation_switches_at_the_frame_boundary_byte_by_byte() {
+    let support = b"<event type='t-x-takp-v'><detail><TakControl><TakProtocolSupport version='1'/></TakControl></detail></event>";
+    let refused = b"<event type=\"t-x-takp-r\"><detail><TakControl><TakResponse status=\"false\"/></TakControl></detail></event>";
+    let granted = b"<event type=\"t-x-takp-r\"><detail><TakControl><TakResponse status=\"true\"/></TakControl></detail></event>";
+    let protos = [proto_frame(b"\x0a\x02hi"), proto_frame(&[b'<'; 300])];
+    let mut input = [&support[..], refused, granted].concat();
+    for p in &protos {
+        input.extend_from_slice(p);
+    }
+    for size in [1, 5, input.len()] {
+        let mut f = trusted(DEFAULT_MAX_FRAME);
+        let mut got = Vec::new();
+        for chunk in input.chunks(size) {
+            f.push(chunk);
+            while let Some(frame) = f.next_frame().unwrap() {
+                // What the relay does: switch before asking for the frame after the grant.
+                if frame.negotiation() == Some(Negotiation::Response { accepted: true }) {
+                    f.switch_to_protobuf();
+                }
+                got.push((frame.negotiation(), frame.kind(), frame.bytes().to_vec()));
+            }
+        }
+        let expected = vec![
+            (
+                Some(Negotiation::Support),
+                FrameKind::Event,
+                support.to_vec(),
+            ),
+            (
+                Some(Negotiation::Response { accepted: false }),
+                FrameKind::Event,
+                refused.to_vec(),
+            ),
+            (
+                Some(Negotiation::Response { accepted: true }),
+                FrameKind::Event,
+                granted.to_vec(),
+            ),
+            (None, FrameKind::Proto, protos[0].clone()),
+            (None, FrameKind::Proto, protos[1].clone()),
+        ];
+        assert_eq!(got, expected, "chunk size {size}");
+    }
+}
+
+#[test]
+fn trusted_frames_are_bounded_by_max_frame() {
+    let frame = b"<event type='a-f-G'><detail/></event>";
+    // Exactly the limit passes, whole or byte by byte.
+    for size in [1, frame.len()] {
+        let (frames, err) = run_trusted(frame.len(), frame.chunks(size));
+        assert!(err.is_none());
+        assert_eq!(frames.len(), 1);
+    }
+    // One byte more is refused, for good, without holding more than the limit.
+    for size in [1, 4, frame.len()] {
+        let (frames, err) = run_trusted(frame.len() - 1, frame.chunks(size));
+        let err = err.expect("too large");
+        assert!(frames.is_empty());
+        assert_eq!(err.kind(), FrameErrorKind::TooLarge);
+        assert!(err.is_terminal());
+    }
+    // A stream that never ends a frame fails once it holds more than the limit.
+    let mut f = trusted(64);
+    f.push(&[b'x'; 64]);
+    assert!(f.next_frame().unwrap().is_none());
+    f.push(b"x");
+    assert_eq!(f.next_frame().unwrap_err().kind(), FrameErrorKind::TooLarge);
+    assert_eq!(f.buffered_len(), 0);
+}
+
+#[test]
+fn trusted_mode_delimits_without_validating() {
+    // Not XML the validating framer would take; trusted frames still come out whole, in order.
+    let input = b"<!DOCTYPE x><event type='b-t'>\x01&nope;</event> junk <auth/></event>";
+    let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, [&input[..]]);
+    assert!(err.is_none());
+    let bytes: Vec<&[u8]> = frames.iter().map(|f| f.bytes().as_ref()).collect();
+    assert_eq!(
+        bytes,
+        [
+            &b"<!DOCTYPE x><event type='b-t'>\x01&nope;</event> "[..],
+            b"junk <auth/></event>"
+        ]
+    );
+    assert_eq!(frames[0].class().as_str(), "b-t");
+}
+
 // --- properties ---
 
 fn text() -> impl Strategy<Value = String> {
