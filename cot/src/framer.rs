@@ -42,12 +42,14 @@
 //!
 //! [`Framer::trusted`] frames the stream from OTS to a client, which OTS wrote itself: nothing
 //! there is validated, an XML frame is everything up to and including the next literal
-//! `</event>` (and the whitespace already read after it). A literal `</event>` cannot occur in
+//! `</event>`, and whitespace between frames is dropped, as in the validating mode (clients that
+//! split on `</event>` and parse each piece, as pytak users do, choke on a declaration after a
+//! newline). A literal `</event>` cannot occur in
 //! well-formed XML except as the root's end tag, inside CDATA or a comment, or after a nested
 //! `<event>`; OTS writes none of these (its own reader splits streams on `</event>` too). Should
 //! it ever, or write a self-closing `<event …/>` root, frames are only split in other places:
 //! trusted frames are consecutive slices of the stream, so the bytes relayed are the bytes read,
-//! in order, whatever the split. The root's `type` and `uid` are read from its start tag for the
+//! in order, whatever the split, less whitespace between frames. The root's `type` and `uid` are read from its start tag for the
 //! metrics and the TAK protocol negotiation, which switches to protobuf at the same frame
 //! boundary as in the validating mode. Frames stay bounded by `max_frame`.
 
@@ -609,6 +611,18 @@ impl Framer {
             .buf
             .get(..self.buf.len().min(self.max_frame))
             .unwrap_or_default();
+        if self.trusted_scan == 0 {
+            // Between frames: whitespace is dropped, as the validating mode does.
+            let spaces = self
+                .buf
+                .iter()
+                .take_while(|&&b| is_xml_whitespace(b))
+                .count();
+            if spaces > 0 {
+                drop(self.buf.split_to(spaces));
+                return self.next_trusted();
+            }
+        }
         let from = self.trusted_scan;
         let rest = window.get(from..).unwrap_or_default();
         let Some(i) = memchr::memmem::find(rest, EVENT_END) else {
@@ -621,16 +635,8 @@ impl Framer {
             return Ok(None);
         };
         let end = from + i + EVENT_END.len();
-        // Whitespace already read after the frame goes with it, so that a stream between
-        // frames usually holds nothing.
-        let spaces = window
-            .get(end..)
-            .unwrap_or_default()
-            .iter()
-            .take_while(|&&b| is_xml_whitespace(b))
-            .count();
         self.trusted_scan = 0;
-        Ok(Some(Frame::trusted(self.take(end + spaces))))
+        Ok(Some(Frame::trusted(self.take(end))))
     }
 
     // --- XML ---

@@ -954,9 +954,11 @@ fn trusted_frames_are_the_fixtures_under_any_chunk_size_with_their_classes() {
         assert!(err.is_none(), "chunk size {size}: {err:?}");
         let classes: Vec<&str> = frames.iter().map(|f| f.class().as_str()).collect();
         assert_eq!(classes, expected, "chunk size {size}");
-        // The frames are the stream, byte for byte: nothing dropped, nothing rewritten.
-        let relayed: Vec<u8> = frames.iter().flat_map(|f| f.bytes().to_vec()).collect();
-        assert_eq!(relayed, stream, "chunk size {size}");
+        // The frames are the events, byte for byte: only the newlines between them dropped.
+        let relayed: Vec<&[u8]> = frames.iter().map(|f| f.bytes().as_ref()).collect();
+        let mut events: Vec<&[u8]> = FIXTURES.iter().map(|(_, bytes, _)| *bytes).collect();
+        events.push(PING);
+        assert_eq!(relayed, events, "chunk size {size}");
         assert!(frames.last().is_some_and(Frame::is_ping));
     }
 }
@@ -1063,7 +1065,7 @@ fn trusted_mode_delimits_without_validating() {
     assert_eq!(
         bytes,
         [
-            &b"<!DOCTYPE x><event type='b-t'>\x01&nope;</event> "[..],
+            &b"<!DOCTYPE x><event type='b-t'>\x01&nope;</event>"[..],
             b"junk <auth/></event>"
         ]
     );
