@@ -1,6 +1,7 @@
 //! Framer throughput: frames/s and bytes/s for a ping, a typical position report, the largest
 //! ATAK sample and protobuf frames, read in 1-byte, one-segment (1460) and 16 KiB chunks; and
-//! two 1 MiB events fed one byte at a time, to show the cost stays linear.
+//! two 1 MiB events fed one byte at a time, to show the cost stays linear. The `trusted_*`
+//! benches frame the same XML as the OTS-to-client direction does (`Framer::trusted`).
 //!
 //! `cargo bench -p takgate-cot --bench framer` (add `-- --sample-count 10` for a quick run).
 
@@ -63,10 +64,20 @@ fn huge_detail() -> Vec<u8> {
     event
 }
 
+#[derive(Clone, Copy)]
+enum Mode {
+    Validating,
+    Trusted,
+    Protobuf,
+}
+
 /// Frames the whole stream in `chunk`-sized reads; returns the frame count.
-fn frame_all(stream: &[u8], chunk: usize, proto: bool, messages: usize) -> usize {
-    let mut framer = Framer::new(FramerConfig::default());
-    if proto {
+fn frame_all(stream: &[u8], chunk: usize, mode: Mode, messages: usize) -> usize {
+    let mut framer = match mode {
+        Mode::Trusted => Framer::trusted(FramerConfig::default()),
+        Mode::Validating | Mode::Protobuf => Framer::new(FramerConfig::default()),
+    };
+    if let Mode::Protobuf = mode {
         framer.switch_to_protobuf();
     }
     let mut frames = 0;
@@ -81,43 +92,53 @@ fn frame_all(stream: &[u8], chunk: usize, proto: bool, messages: usize) -> usize
     frames
 }
 
-fn bench_n(bencher: Bencher<'_, '_>, stream: &[u8], chunk: usize, proto: bool, messages: usize) {
+fn bench_n(bencher: Bencher<'_, '_>, stream: &[u8], chunk: usize, mode: Mode, messages: usize) {
     bencher
         .counter(BytesCount::new(stream.len()))
         .counter(ItemsCount::new(messages))
-        .bench_local(|| frame_all(divan::black_box(stream), chunk, proto, messages));
+        .bench_local(|| frame_all(divan::black_box(stream), chunk, mode, messages));
 }
 
-fn bench(bencher: Bencher<'_, '_>, stream: &[u8], chunk: usize, proto: bool) {
-    bench_n(bencher, stream, chunk, proto, MESSAGES);
+fn bench(bencher: Bencher<'_, '_>, stream: &[u8], chunk: usize, mode: Mode) {
+    bench_n(bencher, stream, chunk, mode, MESSAGES);
 }
 
 #[divan::bench(args = CHUNKS)]
 fn ping(bencher: Bencher<'_, '_>, chunk: usize) {
-    bench(bencher, &repeated(PING), chunk, false);
+    bench(bencher, &repeated(PING), chunk, Mode::Validating);
 }
 
 #[divan::bench(args = CHUNKS)]
 fn position(bencher: Bencher<'_, '_>, chunk: usize) {
-    bench(bencher, &repeated(POSITION), chunk, false);
+    bench(bencher, &repeated(POSITION), chunk, Mode::Validating);
 }
 
 #[divan::bench(args = CHUNKS)]
 fn largest_sample(bencher: Bencher<'_, '_>, chunk: usize) {
-    bench(bencher, &repeated(LARGEST), chunk, false);
+    bench(bencher, &repeated(LARGEST), chunk, Mode::Validating);
 }
 
 #[divan::bench(args = CHUNKS)]
 fn protobuf(bencher: Bencher<'_, '_>, chunk: usize) {
-    bench(bencher, &proto_stream(), chunk, true);
+    bench(bencher, &proto_stream(), chunk, Mode::Protobuf);
 }
 
 #[divan::bench(args = [1, 16 * 1024])]
 fn one_mib_attribute(bencher: Bencher<'_, '_>, chunk: usize) {
-    bench_n(bencher, &huge_attribute(), chunk, false, 1);
+    bench_n(bencher, &huge_attribute(), chunk, Mode::Validating, 1);
 }
 
 #[divan::bench(args = [1, 16 * 1024])]
 fn one_mib_of_elements(bencher: Bencher<'_, '_>, chunk: usize) {
-    bench_n(bencher, &huge_detail(), chunk, false, 1);
+    bench_n(bencher, &huge_detail(), chunk, Mode::Validating, 1);
+}
+
+#[divan::bench(args = CHUNKS)]
+fn trusted_position(bencher: Bencher<'_, '_>, chunk: usize) {
+    bench(bencher, &repeated(POSITION), chunk, Mode::Trusted);
+}
+
+#[divan::bench(args = CHUNKS)]
+fn trusted_largest_sample(bencher: Bencher<'_, '_>, chunk: usize) {
+    bench(bencher, &repeated(LARGEST), chunk, Mode::Trusted);
 }

@@ -40,18 +40,21 @@
 //!
 //! # Trusted mode
 //!
-//! [`Framer::trusted`] frames the stream from OTS to a client, which OTS wrote itself: nothing
-//! there is validated, an XML frame is everything up to and including the next literal
-//! `</event>`, and whitespace between frames is dropped, as in the validating mode (clients that
-//! split on `</event>` and parse each piece, as pytak users do, choke on a declaration after a
-//! newline). A literal `</event>` cannot occur in
-//! well-formed XML except as the root's end tag, inside CDATA or a comment, or after a nested
-//! `<event>`; OTS writes none of these (its own reader splits streams on `</event>` too). Should
-//! it ever, or write a self-closing `<event …/>` root, frames are only split in other places:
-//! trusted frames are consecutive slices of the stream, so the bytes relayed are the bytes read,
-//! in order, whatever the split, less whitespace between frames. The root's `type` and `uid` are read from its start tag for the
-//! metrics and the TAK protocol negotiation, which switches to protobuf at the same frame
-//! boundary as in the validating mode. Frames stay bounded by `max_frame`.
+//! [`Framer::trusted`] frames the stream from OTS to a client, which OTS wrote itself: an XML
+//! frame is everything up to and including the next literal `</event>`, and whitespace between
+//! frames is dropped, as in the validating mode (clients that split on `</event>` and parse each
+//! piece, as pytak users do, choke on a declaration after a newline). The root's `type` and `uid`
+//! are read from its start tag, without a parser, for the metrics and the TAK protocol
+//! negotiation, which switches to protobuf at the same frame boundary as in the validating mode.
+//!
+//! In well-formed XML a literal `</event>` is the root's end tag unless it sits in a comment,
+//! CDATA or a processing instruction, or ends a nested `<event>`. OTS writes none of these, but
+//! it relays what clients wrote, and a client could use them to end a frame early and start a
+//! fake one, a protobuf grant say. So a frame in which any of them appears (any `<!`, a `<?`
+//! other than the declaration, a second `<event`) is read by the validating parser instead, and
+//! is refused like a client's if it is not well-formed. On every stream the validating framer
+//! accepts, trusted frames are its frames. A self-closing `<event …/>` root is delimited only
+//! when the next event arrives. Frames stay bounded by `max_frame`.
 
 use std::fmt;
 use std::ops::Range;
@@ -458,6 +461,9 @@ pub struct Framer {
     trusted: bool,
     // Trusted mode: where the search for `</event>` resumes in `buf`.
     trusted_scan: usize,
+    // Trusted mode: the pending frame has markup that can hide or fake a `</event>`, so it is
+    // read by the validating parser instead.
+    parse_frame: bool,
     // Set under the Drop policy after a fault, until the next frame start is found.
     resync: bool,
     xml: XmlState,
@@ -493,6 +499,7 @@ impl Framer {
             proto: false,
             trusted: false,
             trusted_scan: 0,
+            parse_frame: false,
             resync: false,
             xml: XmlState::default(),
             failed: None,
@@ -544,6 +551,7 @@ impl Framer {
         self.proto = true;
         self.resync = false;
         self.trusted_scan = 0;
+        self.parse_frame = false;
         self.xml.reset();
     }
 
@@ -555,10 +563,16 @@ impl Framer {
         }
         let found = if self.proto {
             self.next_proto()
-        } else if self.trusted {
+        } else if self.trusted && !self.parse_frame {
             self.next_trusted()
         } else {
-            self.next_xml()
+            let found = self.next_xml();
+            // Back to delimiting once the frame is out; after a fault under the Drop policy,
+            // only once the parser has resynced and read the next one.
+            if matches!(found, Ok(Some(_))) {
+                self.parse_frame = false;
+            }
+            found
         };
         found.map_err(|fault| self.fail(fault))
     }
@@ -636,6 +650,10 @@ impl Framer {
         };
         let end = from + i + EVENT_END.len();
         self.trusted_scan = 0;
+        if hides_event_end(self.buf.get(..end).unwrap_or_default()) {
+            self.parse_frame = true;
+            return self.next_xml();
+        }
         Ok(Some(Frame::trusted(self.take(end))))
     }
 
@@ -1207,23 +1225,43 @@ fn first_control_char(bytes: &[u8]) -> Option<usize> {
 /// End of a trusted XML frame.
 const EVENT_END: &[u8] = b"</event>";
 
+/// Whether a trusted frame ending at its first `</event>` has markup that could make that
+/// `</event>` something other than the root's end tag (module documentation, trusted mode).
+fn hides_event_end(frame: &[u8]) -> bool {
+    let mut events = 0;
+    memchr::memchr_iter(b'<', frame).any(|at| match frame.get(at + 1) {
+        Some(b'!') => true,
+        // The XML declaration opens a frame; no other processing instruction is expected, and
+        // nothing in the declaration can be markup.
+        Some(b'?') => at != 0 || !plain_declaration(frame),
+        _ => {
+            events += usize::from(tag_name_end(frame, at, b"event").is_some());
+            events > 1
+        }
+    })
+}
+
+/// Whether the `<?…?>` that opens `frame` ends before any other `<`.
+fn plain_declaration(frame: &[u8]) -> bool {
+    let end = memchr::memmem::find(frame, b"?>");
+    let next_lt = frame.get(1..).and_then(|rest| memchr::memchr(b'<', rest));
+    end.is_some_and(|end| next_lt.is_none_or(|lt| lt + 1 > end))
+}
+
 /// Where the attributes of the first `<name` start tag at or after `from` begin.
 fn find_start_tag(bytes: &[u8], name: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    loop {
-        let rest = bytes.get(at..)?;
-        let i = memchr::memchr(b'<', rest)?;
-        let after = at + i + 1 + name.len();
-        if bytes.get(at + i + 1..after) == Some(name)
-            && matches!(
-                bytes.get(after),
-                Some(b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>')
-            )
-        {
-            return Some(after);
-        }
-        at += i + 1;
-    }
+    let rest = bytes.get(from..)?;
+    memchr::memchr_iter(b'<', rest).find_map(|i| tag_name_end(bytes, from + i, name))
+}
+
+/// If a `<name` start tag opens at `lt`, where its name ends.
+fn tag_name_end(bytes: &[u8], lt: usize, name: &[u8]) -> Option<usize> {
+    let end = lt + 1 + name.len();
+    let delimited = matches!(
+        bytes.get(end),
+        Some(b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>')
+    );
+    (bytes.get(lt + 1..end) == Some(name) && delimited).then_some(end)
 }
 
 /// The attributes of a start tag from a trusted peer, as (name, range of the value as written),

@@ -1058,18 +1058,62 @@ fn trusted_frames_are_bounded_by_max_frame() {
 #[test]
 fn trusted_mode_delimits_without_validating() {
     // Not XML the validating framer would take; trusted frames still come out whole, in order.
-    let input = b"<!DOCTYPE x><event type='b-t'>\x01&nope;</event> junk <auth/></event>";
+    let input = b"<event type='b-t'>\x01&nope;</event> junk <auth/></event>";
     let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, [&input[..]]);
     assert!(err.is_none());
     let bytes: Vec<&[u8]> = frames.iter().map(|f| f.bytes().as_ref()).collect();
     assert_eq!(
         bytes,
         [
-            &b"<!DOCTYPE x><event type='b-t'>\x01&nope;</event>"[..],
+            &b"<event type='b-t'>\x01&nope;</event>"[..],
             b"junk <auth/></event>"
         ]
     );
     assert_eq!(frames[0].class().as_str(), "b-t");
+}
+
+/// What a client may write in an event that OTS relays to the others, with a `</event>` in it
+/// that is not the end of the event, followed by a grant of the protobuf protocol.
+const SMUGGLED_GRANTS: [&str; 4] = [
+    "<remarks><![CDATA[</event><event type='t-x-takp-r'><TakResponse status='true'/></event>]]></remarks>",
+    "<!-- </event><event type='t-x-takp-r'><TakResponse status='true'/></event> -->",
+    "<?note </event><event type='t-x-takp-r'><TakResponse status='true'/></event>?>",
+    "<event type='a-f-G'></event><event type='t-x-takp-r'><TakResponse status='true'/></event>",
+];
+
+#[test]
+fn trusted_mode_parses_frames_whose_end_tag_could_be_smuggled() {
+    for smuggled in SMUGGLED_GRANTS {
+        let event = format!("<event type='b-t-f' uid='x'><detail>{smuggled}</detail></event>");
+        let stream = format!("{event}\n{}", std::str::from_utf8(PING).unwrap());
+        for size in [1, 3, stream.len()] {
+            let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, stream.as_bytes().chunks(size));
+            assert!(err.is_none(), "{smuggled}: {err:?}");
+            let got: Vec<_> = frames
+                .iter()
+                .map(|f| (f.bytes().as_ref(), f.class().as_str(), f.negotiation()))
+                .collect();
+            assert_eq!(
+                got,
+                [(event.as_bytes(), "b-t", None), (PING, "t-x", None)],
+                "{smuggled}, chunk size {size}"
+            );
+        }
+    }
+    // Nor in what looks like a declaration.
+    let forged = b"<?xml </event><event type='t-x-takp-r'><TakResponse status='true'/></event>?>\
+        <event type='b-t-f'/>";
+    for size in [1, forged.len()] {
+        let (frames, _) = run_trusted(DEFAULT_MAX_FRAME, forged.chunks(size));
+        assert!(
+            frames.iter().all(|f| f.negotiation().is_none()),
+            "{frames:?}"
+        );
+    }
+    // Parsed frames are validated like the client's: a DOCTYPE is refused.
+    let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, [&b"<!DOCTYPE x><event/></event>"[..]]);
+    assert!(frames.is_empty());
+    assert_eq!(err.map(|e| e.kind()), Some(FrameErrorKind::Doctype));
 }
 
 // --- properties ---
@@ -1092,6 +1136,7 @@ fn detail_part() -> impl Strategy<Value = String> {
         "[a-z<>/é ]{0,20}".prop_map(|t| format!("<![CDATA[{t}]]>")),
         "[a-z<>/é ]{0,20}".prop_map(|t| format!("<!--{t} -->")),
         Just("<link uid='x' relation='p-p' remarks='a&amp;b &#x3c;/event&#62;'/>".to_owned()),
+        prop::sample::select(SMUGGLED_GRANTS.to_vec()).prop_map(str::to_owned),
         (1usize..20).prop_map(|d| format!("{}{}", "<n>".repeat(d), "</n>".repeat(d))),
     ]
 }
@@ -1206,6 +1251,37 @@ proptest! {
         let whole = run(&mut make(), [stream.as_slice()]);
         let chunked = run(&mut make(), cut(&stream, &cuts));
         prop_assert_eq!(whole, chunked);
+    }
+
+    /// (e): on what a validating framer accepts, the trusted framer returns the same frames,
+    /// read the same way, under any chunking.
+    #[test]
+    fn trusted_frames_are_the_validated_frames(
+        events in prop::collection::vec((any_event(), "[ \t\r\n]{0,3}"), 1..8),
+        cuts in prop::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let mut stream = Vec::new();
+        for ((bytes, _), gap) in &events {
+            stream.extend_from_slice(gap.as_bytes());
+            stream.extend_from_slice(bytes);
+        }
+        // A self-closing root is only delimited by the next event (module documentation).
+        stream.extend_from_slice(PING);
+        let read = |frames: Vec<Frame>| -> Vec<_> {
+            frames
+                .iter()
+                .map(|f| (f.bytes().to_vec(), f.class(), f.negotiation(), f.uid().map(str::to_owned)))
+                .collect()
+        };
+        let mut validating = framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+        validating.push(&stream);
+        let mut expected = Vec::new();
+        while let Some(frame) = validating.next_frame().unwrap() {
+            expected.push(frame);
+        }
+        let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, cut(&stream, &cuts));
+        prop_assert!(err.is_none());
+        prop_assert_eq!(read(frames), read(expected));
     }
 
     /// (d): protobuf frames under any chunking.
