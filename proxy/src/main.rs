@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -90,7 +91,11 @@ fn main() -> ExitCode {
         print!("{}", app.describe());
         return ExitCode::SUCCESS;
     }
-    match runtime.block_on(run(app, cli.bound_addrs.as_deref())) {
+    let ran = runtime.block_on(run(app, cli.bound_addrs.as_deref()));
+    // Connections still open after the drain are dropped with the runtime; a file read stuck
+    // in the blocking pool must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -126,10 +131,18 @@ async fn run(app: App, bound_addrs: Option<&Path>) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down: no new connections; finishing requests in flight");
-    if app.shutdown().await {
-        tracing::info!("shutdown complete");
-    } else {
-        tracing::warn!("shutdown grace expired with connections still open");
+    // A second SIGTERM or SIGINT (an impatient operator, a supervisor's retry) cuts the drain
+    // short, as with nginx's fast shutdown; waiting out the grace is what SIGKILL is for.
+    tokio::select! {
+        drained = app.shutdown() => {
+            if drained {
+                tracing::info!("shutdown complete");
+            } else {
+                tracing::warn!("shutdown grace expired; closing the connections still open");
+            }
+        }
+        _ = term.recv() => tracing::warn!("second SIGTERM: closing the connections still open"),
+        _ = int.recv() => tracing::warn!("second SIGINT: closing the connections still open"),
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The real binary's lifecycle under load (issue 7, point 3): SIGTERM during a 100 MiB upload
-//! and during CoT traffic, and SIGHUP certificate reloads while clients keep handshaking. Each
+//! and during CoT traffic, SIGHUP certificate reloads while clients keep handshaking, and how a
+//! drain ends: SIGINT like SIGTERM, a second signal at once, the grace running out. Each
 //! test starts `takgate` as a child process, signals it with kill(1) and checks what the clients
 //! and the upstream saw, and how the process ended.
 
@@ -613,4 +614,124 @@ ui_root = \"/nonexistent-ui\"\n[http.tls]\n{tls}\n\
 
     gate.signal("TERM");
     exits_cleanly(&mut gate, Duration::from_secs(30)).await;
+}
+
+// ------------------------------------------------------------------ how a drain ends
+
+/// An API upstream that answers its one request only when told to.
+struct HeldUpstream {
+    url: String,
+    arrived: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl HeldUpstream {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "takgate closed before sending the request");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let _ = arrived_tx.send(());
+            if release_rx.await.is_ok() {
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nheld")
+                    .await;
+            }
+            // Holds the connection until takgate lets go of it.
+            let _ = conn.read(&mut [0u8; 1]).await;
+        });
+        Self {
+            url,
+            arrived: Some(arrived),
+            release: Some(release),
+        }
+    }
+}
+
+/// Starts takgate with `shutdown` settings in front of a [`HeldUpstream`], sends one request
+/// through it and returns once the upstream holds that request, with the request's task.
+async fn one_request_held(
+    shutdown: &str,
+) -> (
+    TakgateProcess,
+    HeldUpstream,
+    SocketAddr,
+    tokio::task::JoinHandle<Option<takgate_tests::client::RawResponse>>,
+) {
+    let mut up = HeldUpstream::start().await;
+    let gate = TakgateProcess::start(&web_config(&up.url, shutdown)).await;
+    let web = gate.http("web");
+    let mut client = within(TcpStream::connect(web)).await.unwrap();
+    let request = tokio::spawn(async move {
+        within(client.write_all(b"GET /api/held HTTP/1.1\r\nhost: takgate\r\n\r\n"))
+            .await
+            .unwrap();
+        tokio::time::timeout(LONG, read_response(&mut client))
+            .await
+            .expect("the held request never ended")
+    });
+    tokio::time::timeout(WAIT, up.arrived.take().unwrap())
+        .await
+        .expect("the request never reached the upstream")
+        .unwrap();
+    (gate, up, web, request)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_drains_like_sigterm() {
+    let (mut gate, mut up, web, request) = one_request_held("[shutdown]\ngrace = \"60s\"").await;
+    gate.signal("INT");
+    refused(web).await;
+    assert!(gate.running(), "takgate exited with a request in flight");
+    up.release.take().unwrap().send(()).unwrap();
+    let response = request.await.unwrap().expect("the held request's response");
+    assert_eq!(
+        (response.status, response.body.as_slice()),
+        (200, &b"held"[..])
+    );
+    exits_cleanly(&mut gate, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_ends_the_drain_at_once() {
+    // A grace far longer than the test may take: only the second signal can end it.
+    let (mut gate, _up, web, request) = one_request_held("[shutdown]\ngrace = \"600s\"").await;
+    gate.signal("TERM");
+    refused(web).await;
+    assert!(gate.running(), "takgate exited with a request in flight");
+    gate.signal("TERM");
+    // Well before the client would give up on the held request (`client::STEP`) and so end
+    // the drain itself.
+    let status = gate.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", gate.log());
+    assert!(gate.log().contains("second SIGTERM"), "{}", gate.log());
+    // The held request's connection is closed, not left hanging.
+    assert!(request.await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drain_ends_when_the_grace_runs_out() {
+    let grace = Duration::from_secs(2);
+    let (mut gate, _up, web, request) =
+        one_request_held("[shutdown]\ngrace = \"2s\"\nwebsocket_grace = \"1s\"").await;
+    let signalled = Instant::now();
+    gate.signal("TERM");
+    refused(web).await;
+    let status = gate.wait_exit(WAIT).await;
+    assert!(
+        signalled.elapsed() >= grace,
+        "exited before the grace ran out"
+    );
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", gate.log());
+    assert!(gate.log().contains("grace expired"), "{}", gate.log());
+    assert!(request.await.unwrap().is_none());
 }
