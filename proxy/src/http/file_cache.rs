@@ -11,6 +11,11 @@
 //! once per `revalidate`, as nginx's `open_file_cache_valid` does, so a new UI deployment shows up
 //! within that interval. Bounds: a file over `max_file` is never cached, and the entries together
 //! stay within `budget`, the least recently used going first.
+//!
+//! A path the cache cannot hold (missing, as SPA client routes and scans are, too large, or with
+//! a precompressed sibling) is remembered as such for the same interval, up to `MAX_PASSES`
+//! paths, so that it goes straight to `ServeDir` instead of costing a second open each time.
+//! That memo cannot make an answer stale: `ServeDir` reads the file system itself.
 
 use std::{
     collections::HashMap,
@@ -31,6 +36,10 @@ use http::HeaderValue;
 /// How long an entry is served before the file is looked at again.
 pub const REVALIDATE: Duration = Duration::from_secs(1);
 
+/// Paths remembered as not cacheable; the memo is emptied when full, so a scan of random
+/// paths costs at most this many entries.
+const MAX_PASSES: usize = 1024;
+
 /// Precompressed siblings `ServeDir` may answer with instead of the file itself.
 const SIBLINGS: [&str; 2] = ["br", "gz"];
 
@@ -49,6 +58,8 @@ pub struct FileCache {
 struct State {
     entries: HashMap<PathBuf, Arc<CachedFile>>,
     bytes: u64,
+    /// Paths found not cacheable, with when (cache milliseconds) they were looked at.
+    passes: HashMap<PathBuf, u64>,
 }
 
 /// A whole file as `ServeDir` would send it, with the headers that describe it.
@@ -110,12 +121,20 @@ impl FileCache {
         if !self.is_enabled() {
             return None;
         }
-        let cached = self.read().entries.get(path).cloned();
         let now = self.now_ms();
+        let fresh = |checked_ms: u64| {
+            u128::from(now.saturating_sub(checked_ms)) < self.revalidate.as_millis()
+        };
+        let cached = {
+            let state = self.read();
+            if state.passes.get(path).is_some_and(|&at| fresh(at)) {
+                return None;
+            }
+            state.entries.get(path).cloned()
+        };
         if let Some(entry) = cached {
             entry.last_use.store(self.next_use(), Ordering::Relaxed);
-            let age = now.saturating_sub(entry.checked_ms.load(Ordering::Relaxed));
-            if u128::from(age) < self.revalidate.as_millis() {
+            if fresh(entry.checked_ms.load(Ordering::Relaxed)) {
                 return Some(entry);
             }
             let owned = path.to_owned();
@@ -134,15 +153,34 @@ impl FileCache {
         let loaded = tokio::task::spawn_blocking(move || CachedFile::read(&owned, max_file, now))
             .await
             .ok()
-            .flatten()?;
+            .flatten();
+        let Some(loaded) = loaded else {
+            self.pass(path, now);
+            return None;
+        };
         loaded.last_use.store(self.next_use(), Ordering::Relaxed);
         let loaded = Arc::new(loaded);
         self.insert(path.to_owned(), loaded.clone());
         Some(loaded)
     }
 
+    fn pass(&self, path: &Path, now_ms: u64) {
+        let mut state = self.write();
+        if state.passes.len() >= MAX_PASSES && !state.passes.contains_key(path) {
+            state.passes.clear();
+        }
+        state.passes.insert(path.to_owned(), now_ms);
+    }
+
+    /// Paths currently remembered as not cacheable.
+    #[cfg(test)]
+    pub fn passes(&self) -> usize {
+        self.read().passes.len()
+    }
+
     fn insert(&self, path: PathBuf, entry: Arc<CachedFile>) {
         let mut state = self.write();
+        state.passes.remove(&path);
         let added = entry.body.len() as u64;
         if let Some(old) = state.entries.insert(path.clone(), entry) {
             state.bytes -= old.body.len() as u64;

@@ -724,3 +724,46 @@ async fn the_cache_stays_within_its_budget_and_skips_large_files() {
     assert_eq!(body, INDEX);
     assert_eq!(cache.bytes(), INDEX.len() as u64);
 }
+
+#[tokio::test]
+async fn a_path_the_cache_cannot_hold_is_remembered_without_staling_answers() {
+    let fixture = Fixture::new();
+    let slow = Arc::new(FileCache::with_revalidate(
+        1 << 20,
+        64 << 10,
+        Duration::from_secs(3600),
+    ));
+    let files = StaticFiles::new(fixture.root(), false, slow.clone());
+    let (parts, _) = get(&files, "/late.js").await;
+    assert_eq!(parts.status, StatusCode::NOT_FOUND);
+    let (parts, _) = get(&files, "/alert.mp3").await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(slow.passes(), 2);
+
+    // A file that appears is served at once (from disk: the memo only skips the cache).
+    fs::write(fixture.root().join("late.js"), APP_JS).unwrap();
+    let (parts, body) = get(&files, "/late.js").await;
+    assert_eq!(
+        (parts.status, body.as_ref()),
+        (StatusCode::OK, APP_JS.as_bytes())
+    );
+    assert_eq!(slow.bytes(), 0);
+    // Once the interval is over, the cache takes it.
+    let quick = cache();
+    let files = StaticFiles::new(fixture.root(), false, quick.clone());
+    let (parts, _) = get(&files, "/later.js").await;
+    assert_eq!(parts.status, StatusCode::NOT_FOUND);
+    assert_eq!(quick.passes(), 1);
+    fs::write(fixture.root().join("later.js"), APP_JS).unwrap();
+    let (_, body) = get(&files, "/later.js").await;
+    assert_eq!(body, APP_JS);
+    assert_eq!((quick.bytes(), quick.passes()), (APP_JS.len() as u64, 0));
+
+    // A scan of random paths stays within the memo's bound.
+    let files = StaticFiles::new(fixture.root(), false, slow.clone());
+    for i in 0..2_500 {
+        let (parts, _) = get(&files, &format!("/scan-{i}.php")).await;
+        assert_eq!(parts.status, StatusCode::NOT_FOUND);
+    }
+    assert!(slow.passes() <= 1024, "{} paths held", slow.passes());
+}
