@@ -41,7 +41,8 @@
 //! # Trusted mode
 //!
 //! [`Framer::trusted`] frames the stream from OTS to a client, which OTS wrote itself: an XML
-//! frame is everything up to and including the next literal `</event>`, and whitespace between
+//! frame is everything up to and including the next literal `</event>` (or the `/>` of a
+//! self-closing `<event …/>` root, found by reading the root's start tag), and whitespace between
 //! frames is dropped, as in the validating mode (clients that split on `</event>` and parse each
 //! piece, as pytak users do, choke on a declaration after a newline). The root's `type` and `uid`
 //! are read from its start tag, without a parser, for the metrics and the TAK protocol
@@ -53,8 +54,7 @@
 //! fake one, a protobuf grant say. So a frame in which any of them appears (any `<!`, a `<?`
 //! other than the declaration, a second `<event`) is read by the validating parser instead, and
 //! is refused like a client's if it is not well-formed. On every stream the validating framer
-//! accepts, trusted frames are its frames. A self-closing `<event …/>` root is delimited only
-//! when the next event arrives. Frames stay bounded by `max_frame`.
+//! accepts, trusted frames are its frames. Frames stay bounded by `max_frame`.
 
 use std::fmt;
 use std::ops::Range;
@@ -459,8 +459,8 @@ pub struct Framer {
     proto: bool,
     // XML frames are found by `</event>` alone (see the module documentation).
     trusted: bool,
-    // Trusted mode: where the search for `</event>` resumes in `buf`.
-    trusted_scan: usize,
+    // Trusted mode: how far the pending frame has been looked at.
+    trusted_scan: TrustedScan,
     // Trusted mode: the pending frame has markup that can hide or fake a `</event>`, so it is
     // read by the validating parser instead.
     parse_frame: bool,
@@ -498,7 +498,7 @@ impl Framer {
             base: 0,
             proto: false,
             trusted: false,
-            trusted_scan: 0,
+            trusted_scan: TrustedScan::default(),
             parse_frame: false,
             resync: false,
             xml: XmlState::default(),
@@ -550,7 +550,7 @@ impl Framer {
     pub fn switch_to_protobuf(&mut self) {
         self.proto = true;
         self.resync = false;
-        self.trusted_scan = 0;
+        self.trusted_scan = TrustedScan::default();
         self.parse_frame = false;
         self.xml.reset();
     }
@@ -617,39 +617,46 @@ impl Framer {
     // --- XML from a trusted peer ---
 
     fn next_trusted(&mut self) -> Result<Option<Frame>, Fault> {
-        if self.trusted_scan > self.buf.len() {
+        let scan = self.trusted_scan;
+        if scan.end_from > self.buf.len() {
             return Err(Fault::new(self.buf.len(), Reason::BufferShrunk));
         }
-        // Nothing past `max_frame` is looked at: a frame cannot end there.
-        let window = self
-            .buf
-            .get(..self.buf.len().min(self.max_frame))
-            .unwrap_or_default();
-        if self.trusted_scan == 0 {
+        if scan == TrustedScan::default() {
             // Between frames: whitespace is dropped, as the validating mode does.
             let spaces = self
                 .buf
                 .iter()
                 .take_while(|&&b| is_xml_whitespace(b))
                 .count();
-            if spaces > 0 {
-                drop(self.buf.split_to(spaces));
-                return self.next_trusted();
-            }
+            self.discard(spaces);
         }
-        let from = self.trusted_scan;
-        let rest = window.get(from..).unwrap_or_default();
-        let Some(i) = memchr::memmem::find(rest, EVENT_END) else {
-            // A `</event>` may straddle the end: look again at its possible first bytes.
-            self.trusted_scan = window.len().saturating_sub(EVENT_END.len() - 1).max(from);
-            if self.buf.len() > self.max_frame {
-                let limit = self.max_frame;
-                return Err(Fault::new(0, Reason::TooLarge { limit }));
+        // Nothing past `max_frame` is looked at: a frame cannot end there.
+        let window = self
+            .buf
+            .get(..self.buf.len().min(self.max_frame))
+            .unwrap_or_default();
+        let rest = window.get(scan.end_from..).unwrap_or_default();
+        let end = match memchr::memmem::find(rest, EVENT_END) {
+            Some(i) => scan.end_from + i + EVENT_END.len(),
+            None => {
+                // A `</event>` may straddle the end: look again at its possible first bytes.
+                let end_from = window
+                    .len()
+                    .saturating_sub(EVENT_END.len() - 1)
+                    .max(scan.end_from);
+                let (root, self_closed) = scan.root.advance(window);
+                self.trusted_scan = TrustedScan { end_from, root };
+                match self_closed {
+                    Some(end) => end,
+                    None if self.buf.len() > self.max_frame => {
+                        let limit = self.max_frame;
+                        return Err(Fault::new(0, Reason::TooLarge { limit }));
+                    }
+                    None => return Ok(None),
+                }
             }
-            return Ok(None);
         };
-        let end = from + i + EVENT_END.len();
-        self.trusted_scan = 0;
+        self.trusted_scan = TrustedScan::default();
         if hides_event_end(self.buf.get(..end).unwrap_or_default()) {
             self.parse_frame = true;
             return self.next_xml();
@@ -1225,8 +1232,103 @@ fn first_control_char(bytes: &[u8]) -> Option<usize> {
 /// End of a trusted XML frame.
 const EVENT_END: &[u8] = b"</event>";
 
-/// Whether a trusted frame ending at its first `</event>` has markup that could make that
-/// `</event>` something other than the root's end tag (module documentation, trusted mode).
+/// How far a trusted frame has been looked at, so that each byte is looked at once however the
+/// stream is chunked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TrustedScan {
+    /// Where the search for `</event>` resumes.
+    end_from: usize,
+    root: RootTag,
+}
+
+/// Reading the root's start tag, to end a frame whose root is self-closing (`<event …/>`) without
+/// waiting for the next frame's `</event>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RootTag {
+    /// Looking for `<event` from this index.
+    Seek(usize),
+    /// In the start tag from this index; in a quoted value if `quote` is set.
+    Attributes { at: usize, quote: Option<u8> },
+    /// The start tag ended with `>`: only a `</event>` ends the frame.
+    Open,
+}
+
+impl Default for RootTag {
+    fn default() -> Self {
+        Self::Seek(0)
+    }
+}
+
+impl RootTag {
+    /// Reads on through `window`; the new state, and where the frame ends if the root turned out
+    /// to be self-closing.
+    fn advance(self, window: &[u8]) -> (Self, Option<usize>) {
+        let mut state = self;
+        loop {
+            state = match state {
+                Self::Seek(from) => {
+                    let rest = window.get(from..).unwrap_or_default();
+                    match memchr::memchr_iter(b'<', rest)
+                        .find_map(|i| tag_name_end(window, from + i, b"event"))
+                    {
+                        Some(at) => Self::Attributes { at, quote: None },
+                        // A `<event` may straddle the end.
+                        None => {
+                            return (Self::Seek(window.len().saturating_sub(6).max(from)), None)
+                        }
+                    }
+                }
+                Self::Attributes { at, quote: Some(q) } => {
+                    match memchr::memchr(q, window.get(at..).unwrap_or_default()) {
+                        Some(i) => Self::Attributes {
+                            at: at + i + 1,
+                            quote: None,
+                        },
+                        None => {
+                            return (
+                                Self::Attributes {
+                                    at: window.len(),
+                                    quote: Some(q),
+                                },
+                                None,
+                            )
+                        }
+                    }
+                }
+                Self::Attributes { at, quote: None } => {
+                    let rest = window.get(at..).unwrap_or_default();
+                    match memchr::memchr3(b'>', b'"', b'\'', rest) {
+                        Some(i) if rest.get(i) == Some(&b'>') => {
+                            let gt = at + i;
+                            if gt > 0 && window.get(gt - 1) == Some(&b'/') {
+                                return (Self::Open, Some(gt + 1));
+                            }
+                            Self::Open
+                        }
+                        Some(i) => Self::Attributes {
+                            at: at + i + 1,
+                            quote: rest.get(i).copied(),
+                        },
+                        None => {
+                            return (
+                                Self::Attributes {
+                                    at: window.len(),
+                                    quote: None,
+                                },
+                                None,
+                            )
+                        }
+                    }
+                }
+                Self::Open => return (Self::Open, None),
+            };
+        }
+    }
+}
+
+/// Whether a trusted frame, as delimited (at its first `</event>`, or where a self-closing root
+/// seems to end), has markup that could put that end somewhere other than the root's real end
+/// (module documentation, trusted mode).
 fn hides_event_end(frame: &[u8]) -> bool {
     let mut events = 0;
     memchr::memchr_iter(b'<', frame).any(|at| match frame.get(at + 1) {
