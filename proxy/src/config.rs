@@ -525,9 +525,9 @@ pub fn ots_stream_tls() -> TlsConfig {
         cert: server.join("opentakserver.pem"),
         key: server.join("opentakserver.nopass.key"),
         client_ca: Some(ca.join("ca.pem")),
-        // OTS's own ca/ca.crl is written once, empty, as a version 1 CRL, which rustls's
-        // verifier cannot read: it would stop the listener and revoke nothing. A CRL an
-        // operator maintains is configured with `crl`.
+        // None, as OTS's nginx and OTS itself: OTS writes ca/ca.crl once, empty, and never
+        // revokes. An operator who revokes with `openssl ca` sets `crl` to it; until the file
+        // exists, a listener with a `crl` refuses every client.
         crl: None,
         client_auth: Some(ClientAuthConfig::Required),
         versions: default_tls_versions(),
