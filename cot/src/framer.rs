@@ -636,24 +636,26 @@ impl Framer {
             .get(..self.buf.len().min(self.max_frame))
             .unwrap_or_default();
         let rest = window.get(scan.end_from..).unwrap_or_default();
-        let end = match memchr::memmem::find(rest, EVENT_END) {
-            Some(i) => scan.end_from + i + EVENT_END.len(),
-            None => {
+        let event_end =
+            memchr::memmem::find(rest, EVENT_END).map(|i| scan.end_from + i + EVENT_END.len());
+        // Whichever comes first ends the frame, so that where it ends does not depend on how
+        // the stream was chunked (a `/>` before a `</event>` is only well-formed as two frames).
+        let (root, self_closed) = scan.root.advance(window);
+        let end = match (event_end, self_closed) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(end), None) | (None, Some(end)) => end,
+            (None, None) => {
                 // A `</event>` may straddle the end: look again at its possible first bytes.
                 let end_from = window
                     .len()
                     .saturating_sub(EVENT_END.len() - 1)
                     .max(scan.end_from);
-                let (root, self_closed) = scan.root.advance(window);
                 self.trusted_scan = TrustedScan { end_from, root };
-                match self_closed {
-                    Some(end) => end,
-                    None if self.buf.len() > self.max_frame => {
-                        let limit = self.max_frame;
-                        return Err(Fault::new(0, Reason::TooLarge { limit }));
-                    }
-                    None => return Ok(None),
+                if self.buf.len() > self.max_frame {
+                    let limit = self.max_frame;
+                    return Err(Fault::new(0, Reason::TooLarge { limit }));
                 }
+                return Ok(None);
             }
         };
         self.trusted_scan = TrustedScan::default();

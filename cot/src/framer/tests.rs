@@ -1258,17 +1258,20 @@ proptest! {
             prop::sample::select(vec![
                 &b"<event"[..], b"</event>", b"<auth>", b"<?xml version='1.0'?>", b"<!--", b"-->",
                 b"<![CDATA[", b"]]>", b"'", b"\"", b">", b"<", b"<!D", b"&", b"\xbf", b"\n",
+                b"/>", b"<event/>", b"<event a='/>'",
             ]).prop_map(<[u8]>::to_vec),
         ], 0..12),
         cuts in prop::collection::vec(any::<usize>(), 0..30),
         max_frame in 0usize..3000,
         drop in any::<bool>(),
         proto in any::<bool>(),
+        trusted in any::<bool>(),
     ) {
         let stream = pieces.concat();
         let policy = if drop { MalformedPolicy::Drop } else { MalformedPolicy::Close };
         let make = || {
-            let mut f = framer(max_frame, policy);
+            let config = FramerConfig { max_frame, malformed: policy };
+            let mut f = if trusted { Framer::trusted(config) } else { Framer::new(config) };
             if proto {
                 f.switch_to_protobuf();
             }
