@@ -563,16 +563,10 @@ impl Framer {
         }
         let found = if self.proto {
             self.next_proto()
-        } else if self.trusted && !self.parse_frame {
+        } else if self.trusted {
             self.next_trusted()
         } else {
-            let found = self.next_xml();
-            // Back to delimiting once the frame is out; after a fault under the Drop policy,
-            // only once the parser has resynced and read the next one.
-            if matches!(found, Ok(Some(_))) {
-                self.parse_frame = false;
-            }
-            found
+            self.next_xml()
         };
         found.map_err(|fault| self.fail(fault))
     }
@@ -617,6 +611,15 @@ impl Framer {
     // --- XML from a trusted peer ---
 
     fn next_trusted(&mut self) -> Result<Option<Frame>, Fault> {
+        if self.parse_frame {
+            let found = self.next_xml();
+            // Back to delimiting once the frame is out; after a fault under the Drop policy,
+            // only once the parser has resynced and read the next one.
+            if matches!(found, Ok(Some(_))) {
+                self.parse_frame = false;
+            }
+            return found;
+        }
         let scan = self.trusted_scan;
         if scan.end_from > self.buf.len() {
             return Err(Fault::new(self.buf.len(), Reason::BufferShrunk));
@@ -661,7 +664,7 @@ impl Framer {
         self.trusted_scan = TrustedScan::default();
         if hides_event_end(self.buf.get(..end).unwrap_or_default()) {
             self.parse_frame = true;
-            return self.next_xml();
+            return self.next_trusted();
         }
         Ok(Some(Frame::trusted(self.take(end))))
     }

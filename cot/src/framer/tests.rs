@@ -1111,7 +1111,9 @@ const SMUGGLED_GRANTS: [&str; 4] = [
 fn trusted_mode_parses_frames_whose_end_tag_could_be_smuggled() {
     for smuggled in SMUGGLED_GRANTS {
         let event = format!("<event type='b-t-f' uid='x'><detail>{smuggled}</detail></event>");
-        let stream = format!("{event}\n{}", std::str::from_utf8(PING).unwrap());
+        // Delimited again right after: a control character the parser would refuse goes through.
+        let next = "<event type='t-x-c-t'>\u{1}</event>";
+        let stream = format!("{event}\n{next}");
         for size in [1, 3, stream.len()] {
             let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, stream.as_bytes().chunks(size));
             assert!(err.is_none(), "{smuggled}: {err:?}");
@@ -1121,7 +1123,10 @@ fn trusted_mode_parses_frames_whose_end_tag_could_be_smuggled() {
                 .collect();
             assert_eq!(
                 got,
-                [(event.as_bytes(), "b-t", None), (PING, "t-x", None)],
+                [
+                    (event.as_bytes(), "b-t", None),
+                    (next.as_bytes(), "t-x", None)
+                ],
                 "{smuggled}, chunk size {size}"
             );
         }
