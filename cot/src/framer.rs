@@ -52,8 +52,9 @@
 //! CDATA or a processing instruction, or ends a nested `<event>`. OTS writes none of these, but
 //! it relays what clients wrote, and a client could use them to end a frame early and start a
 //! fake one, a protobuf grant say. So a frame in which any of them appears (any `<!`, a `<?`
-//! other than the declaration, a second `<event`) is read by the validating parser instead, and
-//! is refused like a client's if it is not well-formed. On every stream the validating framer
+//! other than the declaration, a second `<event`), or whose root is not `<event` at all, is
+//! read by the validating parser instead, and is refused like a client's if it is not
+//! well-formed. On every stream the validating framer
 //! accepts, trusted frames are its frames. Frames stay bounded by `max_frame`.
 
 use std::fmt;
@@ -638,12 +639,17 @@ impl Framer {
             .buf
             .get(..self.buf.len().min(self.max_frame))
             .unwrap_or_default();
+        let (root, self_closed) = scan.root.advance(window);
+        if root == RootTag::Foreign {
+            self.trusted_scan = TrustedScan::default();
+            self.parse_frame = true;
+            return self.next_trusted();
+        }
         let rest = window.get(scan.end_from..).unwrap_or_default();
         let event_end =
             memchr::memmem::find(rest, EVENT_END).map(|i| scan.end_from + i + EVENT_END.len());
         // Whichever comes first ends the frame, so that where it ends does not depend on how
         // the stream was chunked (a `/>` before a `</event>` is only well-formed as two frames).
-        let (root, self_closed) = scan.root.advance(window);
         let end = match (event_end, self_closed) {
             (Some(a), Some(b)) => a.min(b),
             (Some(end), None) | (None, Some(end)) => end,
@@ -1250,8 +1256,11 @@ struct TrustedScan {
 /// waiting for the next frame's `</event>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RootTag {
-    /// Looking for `<event` from this index.
+    /// Looking for the root's start tag from this index.
     Seek(usize),
+    /// The root is not `<event`: the frame is left to the validating parser, which knows
+    /// `<auth>` and refuses the rest.
+    Foreign,
     /// In the start tag from this index; in a quoted value if `quote` is set.
     Attributes { at: usize, quote: Option<u8> },
     /// The start tag ended with `>`: only a `</event>` ends the frame.
@@ -1273,16 +1282,26 @@ impl RootTag {
             state = match state {
                 Self::Seek(from) => {
                     let rest = window.get(from..).unwrap_or_default();
-                    match memchr::memchr_iter(b'<', rest)
-                        .find_map(|i| tag_name_end(window, from + i, b"event"))
-                    {
-                        Some(at) => Self::Attributes { at, quote: None },
-                        // A `<event` may straddle the end.
-                        None => {
-                            return (Self::Seek(window.len().saturating_sub(6).max(from)), None)
+                    // Declarations, processing instructions and comments are passed over (a
+                    // frame with the last two is parsed anyway: `hides_event_end`).
+                    let Some(lt) = memchr::memchr_iter(b'<', rest)
+                        .map(|i| from + i)
+                        .find(|&lt| !matches!(window.get(lt + 1), Some(b'?' | b'!')))
+                    else {
+                        return (Self::Seek(window.len().max(from)), None);
+                    };
+                    if let Some(at) = tag_name_end(window, lt, b"event") {
+                        Self::Attributes { at, quote: None }
+                    } else {
+                        let name = window.get(lt + 1..).unwrap_or_default();
+                        if name.len() <= b"event".len() && b"event".starts_with(name) {
+                            // Still possibly `<event` (or a `<` that may start a declaration).
+                            return (Self::Seek(lt), None);
                         }
+                        Self::Foreign
                     }
                 }
+                Self::Foreign => return (Self::Foreign, None),
                 Self::Attributes { at, quote: Some(q) } => {
                     match memchr::memchr(q, window.get(at..).unwrap_or_default()) {
                         Some(i) => Self::Attributes {

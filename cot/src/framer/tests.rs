@@ -1056,20 +1056,34 @@ fn trusted_frames_are_bounded_by_max_frame() {
 }
 
 #[test]
-fn trusted_mode_delimits_without_validating() {
-    // Not XML the validating framer would take; trusted frames still come out whole, in order.
-    let input = b"<event type='b-t'>\x01&nope;</event> junk <auth/></event>";
-    let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, [&input[..]]);
-    assert!(err.is_none());
-    let bytes: Vec<&[u8]> = frames.iter().map(|f| f.bytes().as_ref()).collect();
-    assert_eq!(
-        bytes,
-        [
-            &b"<event type='b-t'>\x01&nope;</event>"[..],
-            b"junk <auth/></event>"
-        ]
-    );
-    assert_eq!(frames[0].class().as_str(), "b-t");
+fn trusted_mode_delimits_events_without_validating_and_parses_other_roots() {
+    // Not XML the validating framer would take; the event still comes out whole.
+    let event = &b"<event type='b-t'>\x01&nope;</event>"[..];
+    let auth = &b"<auth><cot username='u' password='p' uid='x'/></auth>"[..];
+    for (rest, error) in [
+        // OTS never sends `<auth>`, but it is CoT: framed as the validating mode frames it.
+        (auth, None),
+        // Anything else rooted elsewhere is refused as the validating mode refuses it.
+        (
+            &b" junk <auth/></event>"[..],
+            Some(FrameErrorKind::Malformed),
+        ),
+        (&b"</event>"[..], Some(FrameErrorKind::Malformed)),
+    ] {
+        let input = [event, rest].concat();
+        for size in [1, input.len()] {
+            let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, input.chunks(size));
+            assert_eq!(err.map(|e| e.kind()), error, "{rest:?}");
+            let bytes: Vec<&[u8]> = frames.iter().map(|f| f.bytes().as_ref()).collect();
+            let expected: &[&[u8]] = if error.is_none() {
+                &[event, auth]
+            } else {
+                &[event]
+            };
+            assert_eq!(bytes, expected, "{rest:?}, chunk size {size}");
+            assert_eq!(frames[0].class().as_str(), "b-t");
+        }
+    }
 }
 
 #[test]
