@@ -216,7 +216,7 @@ impl Frame {
         let Some(root) = find_start_tag(&frame.bytes, b"event", 0) else {
             return frame;
         };
-        for (name, value) in Attributes::new(&frame.bytes, root) {
+        for (name, value) in Attributes::of_tag(&frame.bytes, root) {
             let text = frame.bytes.get(value.clone()).unwrap_or_default();
             match name {
                 b"type" => {
@@ -230,7 +230,7 @@ impl Frame {
         }
         if frame.control == Control::Negotiation(Negotiation::Response { accepted: false }) {
             let accepted = find_start_tag(&frame.bytes, b"TakResponse", root).is_some_and(|at| {
-                Attributes::new(&frame.bytes, at).any(|(name, value)| {
+                Attributes::of_tag(&frame.bytes, at).any(|(name, value)| {
                     name == b"status" && frame.bytes.get(value) == Some(&b"true"[..])
                 })
             });
@@ -1263,8 +1263,8 @@ enum RootTag {
     Foreign,
     /// In the start tag from this index; in a quoted value if `quote` is set.
     Attributes { at: usize, quote: Option<u8> },
-    /// The start tag ended with `>`: only a `</event>` ends the frame.
-    Open,
+    /// The start tag ended with the `>` at this index: only a `</event>` ends the frame.
+    Open(usize),
 }
 
 impl Default for RootTag {
@@ -1325,9 +1325,9 @@ impl RootTag {
                         Some(i) if rest.get(i) == Some(&b'>') => {
                             let gt = at + i;
                             if gt > 0 && window.get(gt - 1) == Some(&b'/') {
-                                return (Self::Open, Some(gt + 1));
+                                return (Self::Open(gt), Some(gt + 1));
                             }
-                            Self::Open
+                            Self::Open(gt)
                         }
                         Some(i) => Self::Attributes {
                             at: at + i + 1,
@@ -1344,7 +1344,7 @@ impl RootTag {
                         }
                     }
                 }
-                Self::Open => return (Self::Open, None),
+                Self::Open(gt) => return (Self::Open(gt), None),
             };
         }
     }
@@ -1398,8 +1398,18 @@ struct Attributes<'a> {
 }
 
 impl<'a> Attributes<'a> {
-    fn new(bytes: &'a [u8], at: usize) -> Self {
-        Self { bytes, at }
+    /// The attributes of the start tag whose name ends at `at`, up to its closing `>` (quotes
+    /// respected); none if the tag does not end.
+    fn of_tag(bytes: &'a [u8], at: usize) -> Self {
+        let end = match (RootTag::Attributes { at, quote: None }).advance(bytes).0 {
+            RootTag::Open(gt) if bytes.get(gt.wrapping_sub(1)) == Some(&b'/') => gt - 1,
+            RootTag::Open(gt) => gt,
+            _ => at,
+        };
+        Self {
+            bytes: bytes.get(..end.max(at)).unwrap_or_default(),
+            at,
+        }
     }
 }
 
@@ -1414,9 +1424,10 @@ impl<'a> Iterator for Attributes<'a> {
         };
         let name_start = skip_spaces(self.at);
         let rest = bytes.get(name_start..)?;
+        // Names end where quick-xml ends them, so both read the same attributes.
         let name_len = rest
             .iter()
-            .position(|&b| b == b'=' || is_xml_whitespace(b) || b == b'>' || b == b'/')?;
+            .position(|&b| b == b'=' || is_xml_whitespace(b))?;
         let eq = skip_spaces(name_start + name_len);
         if name_len == 0 || bytes.get(eq) != Some(&b'=') {
             return None;

@@ -984,6 +984,24 @@ fn trusted_frames_read_type_and_uid_however_the_start_tag_is_written() {
 }
 
 #[test]
+fn trusted_frames_read_the_root_as_the_parser_does() {
+    for event in [
+        &b"<event version='2=' a/b='1' type='t-x-c-t' uid='u'><detail/></event>"[..],
+        b"<event uid='x>y' how='a/>' type = \"b-t-f\"\n><detail/></event>",
+        b"<event uid='u'\ttype='a-f-G'/>",
+        b"<event type='t-x-takp-r'><TakControl><TakResponse x/y='1' status='true'/></TakControl></event>",
+    ] {
+        let mut validating = framer(DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+        validating.push(event);
+        let parsed = validating.next_frame().unwrap().expect("a valid event");
+        let (frames, err) = run_trusted(DEFAULT_MAX_FRAME, [event]);
+        assert!(err.is_none());
+        let read = |f: &Frame| (f.class(), f.negotiation(), f.uid().map(str::to_owned));
+        assert_eq!(read(&frames[0]), read(&parsed), "{}", String::from_utf8_lossy(event));
+    }
+}
+
+#[test]
 fn trusted_negotiation_switches_at_the_frame_boundary_byte_by_byte() {
     let support = b"<event type='t-x-takp-v'><detail><TakControl><TakProtocolSupport version='1'/></TakControl></detail></event>";
     let refused = b"<event type=\"t-x-takp-r\"><detail><TakControl><TakResponse status=\"false\"/></TakControl></detail></event>";
