@@ -393,6 +393,8 @@ pub enum Reason {
     UnknownEntity(String),
     #[error("control character {0:#04x} is not allowed in XML")]
     ControlChar(u8),
+    #[error("'<' in the value of attribute {0}")]
+    LtInAttribute(String),
     #[error("frame longer than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("protobuf frame starts with {0:#04x}, not 0xbf")]
@@ -1111,6 +1113,12 @@ impl XmlState {
         for attr in e.attributes() {
             let attr = attr.map_err(|err| Fault::new(at, Reason::Xml(err.into())))?;
             let value: &str = &attr.value;
+            // Not well-formed, and quick-xml lets it through: a `</event>` hidden in a value
+            // would end the event early for anyone who splits streams on `</event>` (OTS itself,
+            // the trusted framer of another client's session).
+            if value.contains('<') {
+                return Err(Fault::new(at, Reason::LtInAttribute(clip(attr.key.0))));
+            }
             // Resolving is only a check: predefined and character references pass, anything
             // else (there is no DTD to declare it) is an error, and nothing is expanded.
             if value.contains('&') {

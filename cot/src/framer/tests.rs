@@ -340,11 +340,31 @@ fn auth_frames_are_their_own_kind() {
 // --- XML edge cases ---
 
 #[test]
-fn end_event_inside_cdata_comment_and_attribute_does_not_split() {
+fn a_raw_lt_in_an_attribute_value_is_refused() {
+    // Not well-formed XML, though quick-xml reads it; OTS and other clients split on `</event>`.
+    for case in [
+        &b"<event type='a-f' how='</event><event type=\"t-x-takp-r\">'><detail/></event>"[..],
+        b"<event type='a-f'><detail><contact callsign=\"a<b\"/></detail></event>",
+    ] {
+        for size in [1, case.len()] {
+            let out = run_chunked(case, size, DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+            assert!(
+                matches!(
+                    out.as_slice(),
+                    [Outcome::Error(FrameErrorKind::Malformed, _, true)]
+                ),
+                "{out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn end_event_inside_cdata_comment_and_text_does_not_split() {
     let cases: &[&[u8]] = &[
         b"<event type='a-f'><detail><![CDATA[</event><event>]]]]></detail></event>",
         b"<event type='a-f'><detail><!-- </event> <event> --></detail></event>",
-        b"<event type='a-f' how='</event>' remarks=\"a > b\"><detail x='>'/></event>",
+        b"<event type='a-f' how='m-g' remarks=\"a > b\"><detail x='>'/></event>",
         b"<event type='a-f'><remarks>a &gt; b &lt;/event&gt; &#x41;&#66;&amp;</remarks></event>",
     ];
     for case in cases {
