@@ -395,6 +395,8 @@ pub enum Reason {
     ControlChar(u8),
     #[error("'<' in the value of attribute {0}")]
     LtInAttribute(String),
+    #[error("end tag of the root <{0}> with space before its '>'")]
+    SpacedRootEnd(String),
     #[error("frame longer than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("protobuf frame starts with {0:#04x}, not 0xbf")]
@@ -1019,7 +1021,8 @@ impl XmlState {
         config.trim_text(false);
 
         loop {
-            let at = index(reader.buffer_position());
+            let before = reader.buffer_position();
+            let at = index(before);
             let event = reader
                 .read_event()
                 .map_err(|e| Fault::new(index(reader.error_position()), Reason::Xml(e)))?;
@@ -1049,7 +1052,14 @@ impl XmlState {
                         return Err(Fault::new(at, reason));
                     }
                     self.open.truncate(name_start);
-                    self.open_starts.is_empty()
+                    let root_closed = self.open_starts.is_empty();
+                    // Valid XML, but OTS finds a message's end by its literal `</event>` (or
+                    // `</auth>`), and so does the trusted framer of the way back.
+                    let written = reader.buffer_position().saturating_sub(before);
+                    if root_closed && written != found.len() as u64 + 3 {
+                        return Err(Fault::new(at, Reason::SpacedRootEnd(clip(found))));
+                    }
+                    root_closed
                 }
                 Event::Text(text) => {
                     if self.open_starts.is_empty() && !text.bytes().all(is_xml_whitespace) {
