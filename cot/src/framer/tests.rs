@@ -339,24 +339,26 @@ fn auth_frames_are_their_own_kind() {
 
 // --- XML edge cases ---
 
+/// `case` is refused as malformed, for good, whole and byte by byte.
+fn assert_malformed(case: &[u8]) {
+    for size in [1, case.len()] {
+        let out = run_chunked(case, size, DEFAULT_MAX_FRAME, MalformedPolicy::Close);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Outcome::Error(FrameErrorKind::Malformed, _, true)]
+            ),
+            "{}: {out:?}",
+            String::from_utf8_lossy(case)
+        );
+    }
+}
+
 #[test]
 fn a_root_end_tag_with_space_before_its_gt_is_refused() {
     // `</event >` is valid XML, but OTS splits streams on the literal `</event>`.
-    for case in [
-        &b"<event type='a-f'><detail></detail ></event\n>"[..],
-        b"<auth><cot uid='x'/></auth >",
-    ] {
-        for size in [1, case.len()] {
-            let out = run_chunked(case, size, DEFAULT_MAX_FRAME, MalformedPolicy::Close);
-            assert!(
-                matches!(
-                    out.as_slice(),
-                    [Outcome::Error(FrameErrorKind::Malformed, _, true)]
-                ),
-                "{out:?}"
-            );
-        }
-    }
+    assert_malformed(b"<event type='a-f'><detail></detail ></event\n>");
+    assert_malformed(b"<auth><cot uid='x'/></auth >");
     // Inside the root it does not matter.
     let ok = b"<event type='a-f'><detail></detail \t></event>";
     assert_eq!(single(ok).bytes().as_ref(), ok);
@@ -365,21 +367,10 @@ fn a_root_end_tag_with_space_before_its_gt_is_refused() {
 #[test]
 fn a_raw_lt_in_an_attribute_value_is_refused() {
     // Not well-formed XML, though quick-xml reads it; OTS and other clients split on `</event>`.
-    for case in [
-        &b"<event type='a-f' how='</event><event type=\"t-x-takp-r\">'><detail/></event>"[..],
-        b"<event type='a-f'><detail><contact callsign=\"a<b\"/></detail></event>",
-    ] {
-        for size in [1, case.len()] {
-            let out = run_chunked(case, size, DEFAULT_MAX_FRAME, MalformedPolicy::Close);
-            assert!(
-                matches!(
-                    out.as_slice(),
-                    [Outcome::Error(FrameErrorKind::Malformed, _, true)]
-                ),
-                "{out:?}"
-            );
-        }
-    }
+    assert_malformed(
+        b"<event type='a-f' how='</event><event type=\"t-x-takp-r\">'><detail/></event>",
+    );
+    assert_malformed(b"<event type='a-f'><detail><contact callsign=\"a<b\"/></detail></event>");
 }
 
 #[test]
