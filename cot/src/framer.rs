@@ -1276,6 +1276,8 @@ struct TrustedScan {
 enum RootTag {
     /// Looking for the root's start tag from this index.
     Seek(usize),
+    /// In the declaration that opens the frame, looking for its end from this index.
+    Declaration(usize),
     /// The root is not `<event`: the frame is left to the validating parser, which knows
     /// `<auth>` and refuses the rest.
     Foreign,
@@ -1300,23 +1302,34 @@ impl RootTag {
             state = match state {
                 Self::Seek(from) => {
                     let rest = window.get(from..).unwrap_or_default();
-                    // Declarations, processing instructions and comments are passed over (a
-                    // frame with the last two is parsed anyway: `hides_event_end`).
-                    let Some(lt) = memchr::memchr_iter(b'<', rest)
-                        .map(|i| from + i)
-                        .find(|&lt| !matches!(window.get(lt + 1), Some(b'?' | b'!')))
-                    else {
+                    let Some(lt) = memchr::memchr(b'<', rest).map(|i| from + i) else {
                         return (Self::Seek(window.len().max(from)), None);
                     };
                     if let Some(at) = tag_name_end(window, lt, b"event") {
                         Self::Attributes { at, quote: None }
                     } else {
-                        let name = window.get(lt + 1..).unwrap_or_default();
-                        if name.len() <= b"event".len() && b"event".starts_with(name) {
-                            // Still possibly `<event` (or a `<` that may start a declaration).
-                            return (Self::Seek(lt), None);
+                        match window.get(lt + 1..).unwrap_or_default() {
+                            [b'?', ..] if lt == 0 => Self::Declaration(2),
+                            // Still possibly `<event`.
+                            name if name.len() <= 5 && b"event".starts_with(name) => {
+                                return (Self::Seek(lt), None)
+                            }
+                            // Another root, a comment, a processing instruction, a DOCTYPE.
+                            _ => Self::Foreign,
                         }
-                        Self::Foreign
+                    }
+                }
+                Self::Declaration(from) => {
+                    let rest = window.get(from..).unwrap_or_default();
+                    let Some(at) = memchr::memchr2(b'?', b'<', rest).map(|i| from + i) else {
+                        return (Self::Declaration(window.len().max(from)), None);
+                    };
+                    match (window.get(at), window.get(at + 1)) {
+                        (Some(b'?'), Some(b'>')) => Self::Seek(at + 2),
+                        (Some(b'?'), None) => return (Self::Declaration(at), None),
+                        (Some(b'?'), Some(_)) => Self::Declaration(at + 1),
+                        // Markup inside the declaration.
+                        _ => Self::Foreign,
                     }
                 }
                 Self::Foreign => return (Self::Foreign, None),
@@ -1375,21 +1388,14 @@ fn hides_event_end(frame: &[u8]) -> bool {
     let mut events = 0;
     memchr::memchr_iter(b'<', frame).any(|at| match frame.get(at + 1) {
         Some(b'!') => true,
-        // The XML declaration opens a frame; no other processing instruction is expected, and
-        // nothing in the declaration can be markup.
-        Some(b'?') => at != 0 || !plain_declaration(frame),
+        // The declaration opening the frame was read with the root (`RootTag`); no other
+        // processing instruction is expected.
+        Some(b'?') => at != 0,
         _ => {
             events += usize::from(tag_name_end(frame, at, b"event").is_some());
             events > 1
         }
     })
-}
-
-/// Whether the `<?…?>` that opens `frame` ends before any other `<`.
-fn plain_declaration(frame: &[u8]) -> bool {
-    let end = memchr::memmem::find(frame, b"?>");
-    let next_lt = frame.get(1..).and_then(|rest| memchr::memchr(b'<', rest));
-    end.is_some_and(|end| next_lt.is_none_or(|lt| lt + 1 > end))
 }
 
 /// Where the attributes of the first `<name` start tag at or after `from` begin.

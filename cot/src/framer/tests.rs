@@ -1140,8 +1140,9 @@ fn trusted_mode_delimits_events_without_validating_and_parses_other_roots() {
 
 #[test]
 fn trusted_frames_end_at_a_self_closing_root_without_waiting_for_more() {
-    let frames: [&[u8]; 4] = [
+    let frames: [&[u8]; 5] = [
         b"<event/>",
+        b"<?xml version='1.0'?><!-- a comment: parsed --><event type='a-f-G'/>",
         b"<?xml version='1.0'?>\n<event type='a-f-G' how=\"a/>b\" uid='x>/'\n/>",
         b"<event uid=\"u\" type=\"b-t-f\" ></event>",
         b"<event type='t-x-c-t'\t/>",
