@@ -1165,6 +1165,54 @@ fn trusted_frames_end_at_a_self_closing_root_without_waiting_for_more() {
     assert_eq!(frames[0].class().as_str(), "a-h");
 }
 
+/// The framer fuzz target's checks on one trusted stream, under both policies: the same outcome
+/// whole and byte by byte, and every frame read back on its own is itself again.
+fn assert_trusted_stable(stream: &[u8]) {
+    for malformed in [MalformedPolicy::Close, MalformedPolicy::Drop] {
+        let config = FramerConfig {
+            max_frame: DEFAULT_MAX_FRAME,
+            malformed,
+        };
+        let whole = run(&mut Framer::trusted(config), [stream]);
+        let bytes = run(&mut Framer::trusted(config), stream.chunks(1));
+        assert_eq!(whole, bytes, "{}", String::from_utf8_lossy(stream));
+        for outcome in &whole {
+            if let Outcome::Frame(frame, ..) = outcome {
+                let again = run(&mut Framer::trusted(config), [frame.as_slice()]);
+                assert_eq!(
+                    again,
+                    [outcome.clone()],
+                    "{}",
+                    String::from_utf8_lossy(frame)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn trusted_framing_of_the_fuzz_findings_is_stable() {
+    for stream in [
+        // A self-closing root after a parsed frame.
+        &b"junk <?xml version='0-0'?><event />pk <?xml version='0.0'?></event>\n<archive/>"[..],
+        // A root closed twice.
+        b"\n<event uid='u' type='t-x-c-t' ail/></event>",
+        // A parsed frame followed by one to delimit.
+        b"<event type='a'><detail><!-- </event> --></detail></event></event>",
+        // `<auth>`, which only the parser frames.
+        b"<event type='a'/><auth><cot username='u'/></auth> junk",
+        // Names quick-xml reads that the attribute reader used to stop at.
+        b"<event version='2=' a/b='1' type='t-x-c-t'><detail/></event>",
+        // A raw `<` in a value, and a root end tag with space.
+        b"<event how='h-g-i-g-detail/></event>\n<auth><cot'><detail/></event>",
+        b"<event\r></event\n><event/>",
+        // Markup in the declaration.
+        b"<?xml version='1.K'?K0><event version=\"?xml '?><event version=\"\"/>",
+    ] {
+        assert_trusted_stable(stream);
+    }
+}
+
 /// What a client may write in an event that OTS relays to the others, with a `</event>` in it
 /// that is not the end of the event, followed by a grant of the protobuf protocol.
 const SMUGGLED_GRANTS: [&str; 4] = [
