@@ -9,6 +9,7 @@ use takgate_tests::cot::{stream_config, tls_connect, CotUpstream};
 use takgate_tests::proxy::{base_config, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 const SPOT: &[u8] = include_bytes!("../../cot/tests/fixtures/cot/marker-spot.cot");
 const ROUTE: &[u8] = include_bytes!("../../cot/tests/fixtures/cot/route.cot");
@@ -575,32 +576,39 @@ async fn idle_sessions_are_closed_and_the_connection_limit_holds() {
     assert_eq!(read_n(&mut upstream2, PING.len()).await, PING);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tak_protocol_v1_frames_flow_once_negotiated() {
-    let s = setup("terminate", "").await;
+fn event(cot_type: &str, detail: &str) -> Vec<u8> {
+    format!(
+        "<event version=\"2.0\" uid=\"proto-1\" type=\"{cot_type}\" how=\"m-g\" \
+         time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" stale=\"2026-11-26T10:01:00Z\">\
+         <point lat=\"0\" lon=\"0\" hae=\"0\" ce=\"9999999\" le=\"9999999\"/><detail>{detail}</detail></event>"
+    )
+    .into_bytes()
+}
+
+const GRANT: &str = "<TakControl><TakResponse status=\"true\"/></TakControl>";
+
+/// A client connected through the `terminate` listener that has asked for TAK protocol v1, and
+/// the upstream connection that has read the request.
+async fn asked_for_protobuf(s: &Setup) -> (TlsStream<TcpStream>, TcpStream) {
     let eud = s.pki.issue_client("eud1");
     let mut client = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud))
         .await
         .unwrap();
-    let event = |cot_type: &str, detail: &str| {
-        format!(
-            "<event version=\"2.0\" uid=\"proto-1\" type=\"{cot_type}\" how=\"m-g\" \
-             time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" stale=\"2026-11-26T10:01:00Z\">\
-             <point lat=\"0\" lon=\"0\" hae=\"0\" ce=\"9999999\" le=\"9999999\"/><detail>{detail}</detail></event>"
-        )
-        .into_bytes()
-    };
     let request = event(
         "t-x-takp-q",
         "<TakControl><TakRequest version=\"1\"/></TakControl>",
     );
-    let response = event(
-        "t-x-takp-r",
-        "<TakControl><TakResponse status=\"true\"/></TakControl>",
-    );
     within(client.write_all(&request)).await.unwrap();
     let mut upstream = s.up.accept().await;
     assert_eq!(read_n(&mut upstream, request.len()).await, request);
+    (client, upstream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tak_protocol_v1_frames_flow_once_negotiated() {
+    let s = setup("terminate", "").await;
+    let (mut client, mut upstream) = asked_for_protobuf(&s).await;
+    let response = event("t-x-takp-r", GRANT);
     within(upstream.write_all(&response)).await.unwrap();
     assert_eq!(read_n(&mut client, response.len()).await, response);
     // From here on both sides speak TAK protocol v1: 0xbf, varint length, protobuf payload.
@@ -617,6 +625,48 @@ async fn tak_protocol_v1_frames_flow_once_negotiated() {
             2.0,
         )
         .await;
+    assert_eq!(s.proxy.metric("takgate_cot_frame_errors_total", &[]), 0.0);
+}
+
+/// OTS relays what clients wrote. An event that hides `</event>` and a grant in CDATA (or a
+/// comment, or a nested event) must not switch a waiting client's session to protobuf: if it
+/// did, the XML that follows would be read as protobuf and the session cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_smuggled_inside_a_relayed_event_does_not_switch_the_session() {
+    let s = setup("terminate", "").await;
+    let (mut client, mut upstream) = asked_for_protobuf(&s).await;
+    let fake = format!("</event><event type='t-x-takp-r'>{GRANT}</event>");
+    let smuggled = [
+        event("a-f-G", &format!("<remarks><![CDATA[{fake}]]></remarks>")),
+        event("a-f-G", &format!("<!-- {fake} -->")),
+        event("a-f-G", &format!("<event type='a-f-G'>{fake}")),
+    ];
+    let after = event("a-f-G", "<remarks>still XML</remarks>");
+    for bytes in smuggled.iter().chain([&after]) {
+        within(upstream.write_all(bytes)).await.unwrap();
+        assert_eq!(read_n(&mut client, bytes.len()).await, *bytes);
+    }
+    // OTS's own grant still switches it.
+    let response = event("t-x-takp-r", GRANT);
+    within(upstream.write_all(&response)).await.unwrap();
+    assert_eq!(read_n(&mut client, response.len()).await, response);
+    let frame = b"\xbf\x05\x0a\x03abc";
+    within(client.write_all(frame)).await.unwrap();
+    assert_eq!(read_n(&mut upstream, frame.len()).await, frame);
+    s.proxy
+        .wait_metric(
+            "takgate_cot_frames_total",
+            &[("direction", "to_client"), ("class", "t-x")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_cot_frames_total",
+            &[("direction", "to_client"), ("class", "a-f")]
+        ),
+        4.0
+    );
     assert_eq!(s.proxy.metric("takgate_cot_frame_errors_total", &[]), 0.0);
 }
 
