@@ -1448,8 +1448,10 @@ impl<'a> Iterator for Attributes<'a> {
         };
         let name_start = skip_spaces(self.at);
         let rest = bytes.get(name_start..)?;
-        // Names end where quick-xml ends them, so both read the same attributes.
-        let name_len = rest
+        // Names end where quick-xml ends them, so both read the same attributes: at the first
+        // `=` or whitespace after their first byte (whatever that byte is).
+        let name_len = 1 + rest
+            .get(1..)?
             .iter()
             .position(|&b| b == b'=' || is_xml_whitespace(b))?;
         let eq = skip_spaces(name_start + name_len);

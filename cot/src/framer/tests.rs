@@ -1021,6 +1021,7 @@ fn trusted_frames_read_type_and_uid_however_the_start_tag_is_written() {
 fn trusted_frames_read_the_root_as_the_parser_does() {
     for event in [
         &b"<event version='2=' a/b='1' type='t-x-c-t' uid='u'><detail/></event>"[..],
+        b"<event =ed='u' type='y-p' uid='x'/>",
         b"<event uid='x>y' how='a/>' type = \"b-t-f\"\n><detail/></event>",
         b"<event uid='u'\ttype='a-f-G'/>",
         b"<event type='t-x-takp-r'><TakControl><TakResponse x/y='1' status='true'/></TakControl></event>",
@@ -1203,6 +1204,7 @@ fn trusted_framing_of_the_fuzz_findings_is_stable() {
         b"<event type='a'/><auth><cot username='u'/></auth> junk",
         // Names quick-xml reads that the attribute reader used to stop at.
         b"<event version='2=' a/b='1' type='t-x-c-t'><detail/></event>",
+        b"<event =ed='u' type='y-p' uid='x'/>",
         // A raw `<` in a value, and a root end tag with space.
         b"<event how='h-g-i-g-detail/></event>\n<auth><cot'><detail/></event>",
         b"<event\r></event\n><event/>",
