@@ -204,8 +204,8 @@ impl Frame {
         }
     }
 
-    /// An unvalidated XML frame: what its root's start tag says, read without a parser.
-    fn trusted(bytes: Bytes) -> Self {
+    /// An unvalidated XML frame: what its root's start tag (closing at `root_gt`) says.
+    fn trusted(bytes: Bytes, root_gt: Option<usize>) -> Self {
         let mut frame = Self {
             bytes,
             kind: FrameKind::Event,
@@ -213,27 +213,35 @@ impl Frame {
             control: Control::None,
             uid: None,
         };
-        let Some(root) = find_start_tag(&frame.bytes, b"event", 0) else {
+        let bytes = frame.bytes.clone();
+        let (Some(root), Some(gt)) = (find_start_tag(&bytes, "event", 0), root_gt) else {
             return frame;
         };
-        for (name, value) in Attributes::of_tag(&frame.bytes, root) {
-            let text = frame.bytes.get(value.clone()).unwrap_or_default();
-            match name {
-                b"type" => {
-                    let cot_type = std::str::from_utf8(text).unwrap_or_default();
-                    frame.class = CotClass::from_type(cot_type);
-                    frame.control = Control::from_type(cot_type);
-                }
-                b"uid" => frame.uid = Some(value),
-                _ => {}
+        for_each_attribute(&bytes, root, "event", gt, |name, value, range| match name {
+            "type" => {
+                frame.class = CotClass::from_type(value);
+                frame.control = Control::from_type(value);
             }
-        }
+            "uid" => frame.uid = Some(range),
+            _ => {}
+        });
         if frame.control == Control::Negotiation(Negotiation::Response { accepted: false }) {
-            let accepted = find_start_tag(&frame.bytes, b"TakResponse", root).is_some_and(|at| {
-                Attributes::of_tag(&frame.bytes, at).any(|(name, value)| {
-                    name == b"status" && frame.bytes.get(value) == Some(&b"true"[..])
+            let mut accepted = false;
+            let mut from = root;
+            while let Some(at) = find_start_tag(&bytes, "TakResponse", from) {
+                let name_end = at + 1 + "TakResponse".len();
+                if let (RootTag::Open(gt), _) = (RootTag::Attributes {
+                    at: name_end,
+                    quote: None,
                 })
-            });
+                .advance(&bytes)
+                {
+                    for_each_attribute(&bytes, at, "TakResponse", gt, |name, value, _| {
+                        accepted |= name == "status" && value == "true";
+                    });
+                }
+                from = at + 1;
+            }
             frame.control = Control::Negotiation(Negotiation::Response { accepted });
         }
         frame
@@ -676,7 +684,12 @@ impl Framer {
             self.parse_frame = true;
             return self.next_trusted();
         }
-        Ok(Some(Frame::trusted(self.take(end))))
+        // The root's start tag has been read already: where it closes, if within the frame.
+        let root_gt = match root {
+            RootTag::Open(gt) if gt < end => Some(gt),
+            _ => None,
+        };
+        Ok(Some(Frame::trusted(self.take(end), root_gt)))
     }
 
     // --- XML ---
@@ -1398,10 +1411,48 @@ fn hides_event_end(frame: &[u8]) -> bool {
     })
 }
 
-/// Where the attributes of the first `<name` start tag at or after `from` begin.
-fn find_start_tag(bytes: &[u8], name: &[u8], from: usize) -> Option<usize> {
+/// Where the first `<name` start tag at or after `from` opens.
+fn find_start_tag(bytes: &[u8], name: &str, from: usize) -> Option<usize> {
     let rest = bytes.get(from..)?;
-    memchr::memchr_iter(b'<', rest).find_map(|i| tag_name_end(bytes, from + i, name))
+    memchr::memchr_iter(b'<', rest)
+        .map(|i| from + i)
+        .find(|&lt| tag_name_end(bytes, lt, name.as_bytes()).is_some())
+}
+
+/// Calls `f` with each attribute of the `<name` start tag opening at `lt` and closing at `gt`
+/// (its name, raw value and the value's range in `bytes`), read by quick-xml as the validating
+/// framer reads them, up to the first it cannot read.
+fn for_each_attribute(
+    bytes: &[u8],
+    lt: usize,
+    name: &str,
+    gt: usize,
+    mut f: impl FnMut(&str, &str, Range<usize>),
+) {
+    let name_end = lt + 1 + name.len();
+    let end = if bytes.get(gt.wrapping_sub(1)) == Some(&b'/') {
+        gt - 1
+    } else {
+        gt
+    };
+    let Some(content) = bytes
+        .get(lt + 1..end.max(name_end))
+        .and_then(|c| std::str::from_utf8(c).ok())
+    else {
+        return;
+    };
+    let tag = BytesStart::from_content(content, name.len());
+    // Duplicates go unchecked: the validating framer refuses them, so on what it accepts the
+    // two read the same; here the last one wins.
+    for attr in tag.attributes().with_checks(false) {
+        let Ok(attr) = attr else {
+            return;
+        };
+        let value: &str = &attr.value;
+        if let Some(range) = span_in(content.as_bytes(), value, lt + 1) {
+            f(attr.key.0, value, range);
+        }
+    }
 }
 
 /// If a `<name` start tag opens at `lt`, where its name ends.
@@ -1412,59 +1463,6 @@ fn tag_name_end(bytes: &[u8], lt: usize, name: &[u8]) -> Option<usize> {
         Some(b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>')
     );
     (bytes.get(lt + 1..end) == Some(name) && delimited).then_some(end)
-}
-
-/// The attributes of a start tag from a trusted peer, as (name, range of the value as written),
-/// read from just after its name; stops at the tag's end or at anything not well-formed.
-struct Attributes<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Attributes<'a> {
-    /// The attributes of the start tag whose name ends at `at`, up to its closing `>` (quotes
-    /// respected); none if the tag does not end.
-    fn of_tag(bytes: &'a [u8], at: usize) -> Self {
-        let end = match (RootTag::Attributes { at, quote: None }).advance(bytes).0 {
-            RootTag::Open(gt) if bytes.get(gt.wrapping_sub(1)) == Some(&b'/') => gt - 1,
-            RootTag::Open(gt) => gt,
-            _ => at,
-        };
-        Self {
-            bytes: bytes.get(..end.max(at)).unwrap_or_default(),
-            at,
-        }
-    }
-}
-
-impl<'a> Iterator for Attributes<'a> {
-    type Item = (&'a [u8], Range<usize>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let bytes = self.bytes;
-        let skip_spaces = |at: usize| {
-            let rest = bytes.get(at..).unwrap_or_default();
-            at + rest.iter().take_while(|&&b| is_xml_whitespace(b)).count()
-        };
-        let name_start = skip_spaces(self.at);
-        let rest = bytes.get(name_start..)?;
-        // Names end where quick-xml ends them, so both read the same attributes: at the first
-        // `=` or whitespace after their first byte (whatever that byte is).
-        let name_len = 1 + rest
-            .get(1..)?
-            .iter()
-            .position(|&b| b == b'=' || is_xml_whitespace(b))?;
-        let eq = skip_spaces(name_start + name_len);
-        if name_len == 0 || bytes.get(eq) != Some(&b'=') {
-            return None;
-        }
-        let open = skip_spaces(eq + 1);
-        let quote = *bytes.get(open).filter(|&&q| q == b'"' || q == b'\'')?;
-        let len = memchr::memchr(quote, bytes.get(open + 1..)?)?;
-        let value = open + 1..open + 1 + len;
-        self.at = value.end + 1;
-        Some((rest.get(..name_len)?, value))
-    }
 }
 
 fn is_xml_whitespace(b: u8) -> bool {

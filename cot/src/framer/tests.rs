@@ -1182,7 +1182,7 @@ fn assert_trusted_stable(stream: &[u8]) {
                 let again = run(&mut Framer::trusted(config), [frame.as_slice()]);
                 assert_eq!(
                     again,
-                    [outcome.clone()],
+                    std::slice::from_ref(outcome),
                     "{}",
                     String::from_utf8_lossy(frame)
                 );
