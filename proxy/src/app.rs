@@ -255,12 +255,12 @@ impl App {
                 let c = r.config();
                 let _ = writeln!(
                     out,
-                    "          reoriginate ca={} signer={} server_name={} lifetime={} renew_before={} signer_loaded={}",
+                    "          reoriginate ca={} signer={} server_name={} lifetime={:?} renew_before={:?} signer_loaded={}",
                     c.files.ca.display(),
                     c.files.signer_cert.display(),
                     c.server_name.to_str(),
-                    format!("{:?}", c.cert_lifetime),
-                    format!("{:?}", c.renew_before),
+                    c.cert_lifetime,
+                    c.renew_before,
                     r.is_ready(),
                 );
             }

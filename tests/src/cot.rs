@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rustls::pki_types::CertificateDer;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 use tokio_rustls::client::TlsStream;
@@ -44,6 +47,89 @@ impl CotUpstream {
 
     /// A connection if one was opened, without waiting.
     pub async fn try_accept(&self) -> Option<TcpStream> {
+        self.conns.lock().await.try_recv().ok()
+    }
+}
+
+/// A fake of OTS's own SSL CoT listener (`eud_handler --ssl`): TLS with client certificates
+/// required and verified against `ca`, as OTS does. Each completed handshake is handed over
+/// with the certificate chain the client presented.
+pub struct TlsCotUpstream {
+    pub addr: SocketAddr,
+    conns: Mutex<mpsc::UnboundedReceiver<TlsSession>>,
+}
+
+/// A connection to the fake OTS SSL listener, and who it says the client is.
+pub struct TlsSession {
+    pub stream: tokio_rustls::server::TlsStream<TcpStream>,
+    pub chain: Vec<CertificateDer<'static>>,
+}
+
+impl TlsSession {
+    /// The subject CN of the presented certificate, as OTS reads it.
+    pub fn cn(&self) -> Option<String> {
+        cot::gateway::common_name(self.chain.first()?)
+    }
+}
+
+impl TlsCotUpstream {
+    /// Serves `server` (a certificate of `server_pki`), requiring client certificates of `ca`.
+    pub async fn start(server_pki: &TestPki, server: &IssuedCert, ca: &TestPki) -> Arc<Self> {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.ca_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .unwrap();
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![server.der.clone(), server_pki.ca_der.clone()],
+                server.key_der.clone_key(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    // A refused handshake hands nothing over: the test sees no session.
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(s))
+                            .await
+                    {
+                        let chain = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                            .unwrap_or_default();
+                        let _ = tx.send(TlsSession { stream, chain });
+                    }
+                });
+            }
+        });
+        Arc::new(Self {
+            addr,
+            conns: Mutex::new(rx),
+        })
+    }
+
+    /// The next session takgate opened upstream.
+    pub async fn accept(&self) -> TlsSession {
+        within(async { self.conns.lock().await.recv().await })
+            .await
+            .expect("upstream channel closed")
+    }
+
+    /// A session if one was opened, without waiting.
+    pub async fn try_accept(&self) -> Option<TlsSession> {
         self.conns.lock().await.try_recv().ok()
     }
 }

@@ -257,7 +257,10 @@ impl Gateway {
             let Some(upstream) = self.connect_upstream(addr).await else {
                 return;
             };
-            let Some(upstream) = self.upstream_handshake(reoriginate, upstream_tls, upstream, addr).await else {
+            let Some(upstream) = self
+                .upstream_handshake(reoriginate, upstream_tls, upstream, addr)
+                .await
+            else {
                 return;
             };
             tracing::debug!(listener = %name, client = %addr, cn = ?peer.cn, "session started");

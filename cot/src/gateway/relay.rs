@@ -82,12 +82,7 @@ where
 }
 
 /// Relays CoT framed both ways, closing the session if its user stops being active.
-pub(super) async fn framed<C, U>(
-    gw: &Gateway,
-    client: C,
-    upstream: U,
-    peer: &Peer,
-) -> &'static str
+pub(super) async fn framed<C, U>(gw: &Gateway, client: C, upstream: U, peer: &Peer) -> &'static str
 where
     C: AsyncRead + AsyncWrite + Send + Unpin,
     U: Upstream,

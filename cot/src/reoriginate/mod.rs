@@ -244,7 +244,7 @@ impl Reoriginator {
                     entry.last_used = clock;
                     if now >= entry.renew_at && !entry.renewing {
                         entry.renewing = true;
-                        self.renew_in_background(cn, value, signer, verifier);
+                        self.renew_in_background(cn, value, signer, verifier, now);
                     }
                     return Ok(entry.config.clone());
                 }
@@ -283,11 +283,11 @@ impl Reoriginator {
         value: &DnValue,
         signer: Arc<Signer>,
         verifier: Arc<OtsServerVerifier>,
+        now: SystemTime,
     ) {
         let this = self.clone();
         let (cn, value) = (cn.to_owned(), value.clone());
         tokio::spawn(async move {
-            let now = SystemTime::now();
             if this
                 .issue(&cn, &value, signer, verifier, None, now)
                 .await

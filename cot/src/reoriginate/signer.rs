@@ -223,7 +223,11 @@ impl Signer {
     fn self_test(&self) -> Result<(), SignerError> {
         let now = SystemTime::now();
         let issued = self
-            .issue(&DnValue::Utf8String("takgate-self-test".into()), now, Duration::from_secs(600))
+            .issue(
+                &DnValue::Utf8String("takgate-self-test".into()),
+                now,
+                Duration::from_secs(600),
+            )
             .map_err(|e| SignerError::Chain(format!("issuing a test certificate: {e}")))?;
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             self.roots.clone(),
@@ -236,9 +240,13 @@ impl Signer {
             .split_first()
             .ok_or_else(|| SignerError::Chain("empty chain".to_owned()))?;
         rustls::server::danger::ClientCertVerifier::verify_client_cert(
-            verifier.as_ref(),leaf, rest, UnixTime::now())
-            .map(|_| ())
-            .map_err(|e| SignerError::Chain(e.to_string()))
+            verifier.as_ref(),
+            leaf,
+            rest,
+            UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| SignerError::Chain(e.to_string()))
     }
 }
 
@@ -258,10 +266,12 @@ pub fn subject_cn(leaf: &[u8]) -> Option<DnValue> {
         Tag::PrintableString => DnValue::PrintableString(text()?.try_into().ok()?),
         Tag::Ia5String => DnValue::Ia5String(text()?.try_into().ok()?),
         Tag::T61String => DnValue::TeletexString(text()?.try_into().ok()?),
-        Tag::BmpString => DnValue::BmpString(rcgen::string::BmpString::from_utf16be(data.to_vec()).ok()?),
-        Tag::UniversalString => {
-            DnValue::UniversalString(rcgen::string::UniversalString::from_utf32be(data.to_vec()).ok()?)
+        Tag::BmpString => {
+            DnValue::BmpString(rcgen::string::BmpString::from_utf16be(data.to_vec()).ok()?)
         }
+        Tag::UniversalString => DnValue::UniversalString(
+            rcgen::string::UniversalString::from_utf32be(data.to_vec()).ok()?,
+        ),
         Tag::Utf8String => DnValue::Utf8String(text()?),
         _ => return None,
     };
@@ -278,9 +288,8 @@ fn read(path: &Path) -> Result<Vec<u8>, SignerError> {
 fn password(source: &KeyPassword) -> Result<Option<Zeroizing<String>>, SignerError> {
     match source {
         KeyPassword::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                SignerError::Password(format!("reading {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| SignerError::Password(format!("reading {}: {e}", path.display())))?;
             let text = Zeroizing::new(text);
             Ok(Some(Zeroizing::new(
                 text.trim_end_matches(['\r', '\n']).to_owned(),
@@ -309,7 +318,9 @@ fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'static
         let (label, der) = pkcs8::der::pem::decode_vec(text.trim().as_bytes())
             .map_err(|e| key_err(format!("not a PEM file: {e}")))?;
         if label != "ENCRYPTED PRIVATE KEY" {
-            return Err(key_err(format!("expected an encrypted private key, found {label}")));
+            return Err(key_err(format!(
+                "expected an encrypted private key, found {label}"
+            )));
         }
         let der = Zeroizing::new(der);
         let encrypted = pkcs8::EncryptedPrivateKeyInfo::from_der(&der)

@@ -89,5 +89,6 @@ fn subject_cn_is(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> bool {
         return false;
     };
     let expected = name.to_str();
-    cn.as_str().is_ok_and(|cn| cn.eq_ignore_ascii_case(&expected))
+    cn.as_str()
+        .is_ok_and(|cn| cn.eq_ignore_ascii_case(&expected))
 }
