@@ -7,12 +7,34 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 use tokio_rustls::client::TlsStream;
 
 use crate::certs::{server_name, IssuedCert, TestPki};
 use crate::client::within;
+
+/// A real ATAK marker event.
+pub const SPOT: &[u8] = include_bytes!("../../cot/tests/fixtures/cot/marker-spot.cot");
+/// A TAK ping (`t-x-c-t`).
+pub const PING: &[u8] =
+    b"<event version=\"2.0\" uid=\"ANDROID-1-ping\" type=\"t-x-c-t\" how=\"h-g-i-g-o\" \
+time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" stale=\"2026-11-26T10:00:10Z\">\
+<point lat=\"0\" lon=\"0\" hae=\"0\" ce=\"9999999\" le=\"9999999\"/><detail/></event>";
+
+/// Reads exactly `n` bytes.
+pub async fn read_n(s: &mut (impl AsyncRead + Unpin), n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    within(s.read_exact(&mut buf)).await.unwrap();
+    buf
+}
+
+/// Whether the peer closed (or reset) the stream, reading with a deadline.
+pub async fn closed(s: &mut (impl AsyncRead + Unpin)) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(within(s.read(&mut buf)).await, Ok(0) | Err(_))
+}
 
 /// A fake OTS CoT port (8088) on `127.0.0.1:0`; each connection takgate opens is handed over.
 pub struct CotUpstream {

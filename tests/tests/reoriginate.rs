@@ -6,15 +6,9 @@ use std::sync::Arc;
 
 use takgate_tests::certs::{other_ca_client, IssuedCert, TestPki};
 use takgate_tests::client::within;
-use takgate_tests::cot::{stream_config, tls_connect, TlsCotUpstream};
+use takgate_tests::cot::{closed, read_n, stream_config, tls_connect, TlsCotUpstream, PING, SPOT};
 use takgate_tests::proxy::{base_config, TestProxy};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-
-const SPOT: &[u8] = include_bytes!("../../cot/tests/fixtures/cot/marker-spot.cot");
-const PING: &[u8] =
-    b"<event version=\"2.0\" uid=\"ANDROID-1-ping\" type=\"t-x-c-t\" how=\"h-g-i-g-o\" \
-time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" stale=\"2026-11-26T10:00:10Z\">\
-<point lat=\"0\" lon=\"0\" hae=\"0\" ce=\"9999999\" le=\"9999999\"/><detail/></event>";
+use tokio::io::AsyncWriteExt;
 
 struct Setup {
     /// OTS's CA: issues the devices' certificates and OTS's server certificate.
@@ -53,17 +47,6 @@ async fn setup_with(
 
 async fn setup() -> Setup {
     setup_with(TestPki::new(), None, "", "http://127.0.0.1:1").await
-}
-
-async fn read_n(s: &mut (impl AsyncRead + Unpin), n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    within(s.read_exact(&mut buf)).await.unwrap();
-    buf
-}
-
-async fn closed(s: &mut (impl AsyncRead + Unpin)) -> bool {
-    let mut buf = [0u8; 64];
-    matches!(within(s.read(&mut buf)).await, Ok(0) | Err(_))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,18 +205,7 @@ async fn an_upstream_that_is_not_ots_is_refused() {
     let other = TestPki::named("impostor CA");
     let impostor = other.issue_ots_server("opentakserver");
     let s = setup_with(pki, Some((&other, impostor)), "", "http://127.0.0.1:1").await;
-    let eud = s.pki.issue_client("alice");
-    if let Ok(mut client) = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud)).await {
-        let _ = client.write_all(PING).await;
-        assert!(closed(&mut client).await);
-    }
-    s.proxy
-        .wait_metric(
-            "takgate_stream_refused_total",
-            &[("reason", "upstream_tls")],
-            1.0,
-        )
-        .await;
+    refused_at_upstream_tls(&s).await;
     assert_eq!(
         s.proxy.metric(
             "takgate_stream_upstream_connect_failures_total",
@@ -245,6 +217,20 @@ async fn an_upstream_that_is_not_ots_is_refused() {
     let pki = TestPki::new();
     let device = pki.issue_client("opentakserver");
     let s = setup_with_server(pki, device).await;
+    refused_at_upstream_tls(&s).await;
+    // The control: the same takgate setup with OTS's real server certificate gets through.
+    let s = setup().await;
+    let eud = s.pki.issue_client("alice");
+    let mut client = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud))
+        .await
+        .unwrap();
+    within(client.write_all(PING)).await.unwrap();
+    let mut at_ots = s.ots.accept().await;
+    assert_eq!(read_n(&mut at_ots.stream, PING.len()).await, PING);
+}
+
+/// A client of `s` is closed because the upstream's TLS failed, and that is counted.
+async fn refused_at_upstream_tls(s: &Setup) {
     let eud = s.pki.issue_client("alice");
     if let Ok(mut client) = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud)).await {
         let _ = client.write_all(PING).await;
@@ -257,15 +243,6 @@ async fn an_upstream_that_is_not_ots_is_refused() {
             1.0,
         )
         .await;
-    // The control: the same takgate setup with OTS's real server certificate gets through.
-    let s = setup().await;
-    let eud = s.pki.issue_client("alice");
-    let mut client = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud))
-        .await
-        .unwrap();
-    within(client.write_all(PING)).await.unwrap();
-    let mut at_ots = s.ots.accept().await;
-    assert_eq!(read_n(&mut at_ots.stream, PING.len()).await, PING);
 }
 
 /// A fake OTS serving `cert` of `pki` itself.
