@@ -125,6 +125,14 @@ def mount_for(container, path):
     return None
 
 
+def data_mounts(container, data_folder):
+    root = data_folder.rstrip("/")
+    return [
+        m for m in container.get("volumeMounts", [])
+        if m["mountPath"].rstrip("/") == root or m["mountPath"].startswith(root + "/")
+    ]
+
+
 def port_of(addr):
     return int(addr.rsplit(":", 1)[1])
 
@@ -135,17 +143,21 @@ def tls_paths(tls):
 
 def static_checks(conf, dep, pod, container):
     """Config vs. container spec, without running anything."""
+    secrets = secret_mounts(pod, container)
     data_folder = env_of(container, "OTS_DATA_FOLDER")
     if not data_folder:
         fail("takgate container has no OTS_DATA_FOLDER in its env (stream TLS defaults follow it)")
     else:
-        m = mount_for(container, data_folder)
-        if not m or m["mountPath"].rstrip("/") != data_folder.rstrip("/"):
-            fail(f"OTS_DATA_FOLDER={data_folder} is not a volumeMount of the takgate container")
-        elif not m.get("readOnly"):
-            fail(f"OTS's data folder {data_folder} is mounted read-write into takgate")
-        else:
-            ok(f"OTS_DATA_FOLDER={data_folder} is mounted read-only (volume {m['name']})")
+        # The whole folder, or (components/intermediate-signer) only parts of it: read-only.
+        mounts = data_mounts(container, data_folder)
+        if not mounts:
+            fail(f"OTS_DATA_FOLDER={data_folder}: nothing of it is mounted into the takgate container")
+        for m in mounts:
+            where = m["mountPath"] + (f" (subPath {m['subPath']})" if m.get("subPath") else "")
+            if not m.get("readOnly"):
+                fail(f"OTS's data folder: {where} is mounted read-write into takgate")
+            else:
+                ok(f"OTS's data folder: {where} is mounted read-only (volume {m['name']})")
 
     for h in conf.get("http", []):
         root = h.get("ui_root", "/var/www/html/opentakserver")
@@ -154,8 +166,10 @@ def static_checks(conf, dep, pod, container):
         for p in tls_paths(h.get("tls")):
             if not mount_for(container, p):
                 fail(f"[[http]] {h['name']}: TLS file {p} is not under a volumeMount")
-            elif data_folder and not p.startswith(data_folder.rstrip("/") + "/"):
-                fail(f"[[http]] {h['name']}: TLS file {p} is outside OTS_DATA_FOLDER")
+            elif data_folder and not any(
+                p.startswith(d.rstrip("/") + "/") for d in [data_folder, *secrets]
+            ):
+                fail(f"[[http]] {h['name']}: TLS file {p} is neither in OTS_DATA_FOLDER nor a Secret")
     for s in conf.get("stream", []):
         for p in tls_paths(s.get("tls")):
             if not mount_for(container, p):
@@ -235,10 +249,12 @@ def reoriginate_checks(docs, pod, container, conf, data_folder):
                 fail(f"{name}: {owner['name']}'s readinessProbe does not check port {port}")
             if data_folder:
                 m = mount_for(owner, data_folder)
-                mine = mount_for(container, data_folder)
-                if not m or not mine or m["name"] != mine["name"]:
+                mine = {mm["name"] for mm in data_mounts(container, data_folder)}
+                if not m or mine != {m["name"]}:
                     fail(f"{name}: {owner['name']} does not mount OTS's data folder {data_folder} "
-                         "from the volume takgate reads the CA from")
+                         f"from the volume takgate reads OTS's files from ({sorted(mine)})")
+                else:
+                    ok(f"{name}: {owner['name']} and takgate share OTS's data folder (volume {m['name']})")
         ots_port = settings.get("OTS_SSL_STREAMING_PORT")
         if ots_port is None:
             fail(f"{name}: ConfigMap ots-settings has no OTS_SSL_STREAMING_PORT")
@@ -266,6 +282,16 @@ def reoriginate_checks(docs, pod, container, conf, data_folder):
                 ok(f"{name}: {key} {path} mounted read-only (volume {m['name']})")
         pw_file = r.get("signer_key_password_file")
         pw_env = r.get("signer_key_password_env", "OTS_CA_PASSWORD")
+        ots_key = data_folder and f"{data_folder.rstrip('/')}/ca/ca-do-not-share.key"
+        if files["signer_key"] != ots_key:
+            # A dedicated signer (intermediate CA): OTS's own key must not be in reach at all.
+            m = ots_key and mount_for(container, ots_key)
+            if m:
+                fail(f"{name}: signs with {files['signer_key']}, yet OTS's CA key {ots_key} is "
+                     f"in takgate's filesystem (volume {m['name']})")
+            else:
+                ok(f"{name}: dedicated signer; OTS's CA key {ots_key} is not in takgate's filesystem")
+            continue
         if pw_file:
             m = mount_for(container, pw_file)
             vol = vols.get(m["name"]) if m else None
@@ -297,6 +323,27 @@ def reoriginate_checks(docs, pod, container, conf, data_folder):
                 ok(f"{name}: {pw_env} from Secret {e['valueFrom']['secretKeyRef']['name']}")
         if any("PASSWORD" in str(a).upper() or "PASS:" in str(a).upper() for a in container.get("args", []) + container.get("command", [])):
             fail(f"{name}: a password on takgate's command line")
+
+
+def secret_roles(conf, pki):
+    """Path in the pod -> test content, for every file the config names, by its key."""
+    def read(p):
+        with open(p) as f:
+            return f.read()
+    by_key = {
+        "cert": read(pki["server_cert"]), "key": read(pki["server_key"]),
+        "client_ca": read(pki["ca"]), "ca": read(pki["ca"]), "crl": read(pki["crl"]),
+        "signer_cert": read(pki["signer_cert"]), "signer_key": read(pki["signer_key"]),
+        "signer_key_password_file": CA_PASSWORD + "\n", "password_file": CA_PASSWORD + "\n",
+    }
+    out = {}
+    for kind in ("http", "stream"):
+        for item in conf.get(kind, []):
+            for section in (item.get("tls"), item.get("reoriginate"), item.get("identity")):
+                for key, value in (section or {}).items():
+                    if key in by_key and isinstance(value, str):
+                        out[value] = by_key[key]
+    return out
 
 
 def secret_mounts(pod, container):
@@ -377,8 +424,35 @@ def make_pki(ots):
         "pkcs8", "-topk8", "-in", "ca.key", "-out", "ca-do-not-share.key",
         "-passout", "pass:" + CA_PASSWORD, cwd=ca,
     )
+    # A dedicated intermediate, made as deploy/README.md ("Signing with an intermediate CA")
+    # says: EC P-256, CA:TRUE pathlen:0, keyCertSign/cRLSign, clientAuth, signed with -passin file:.
+    inter = os.path.join(ca, "intermediate")
+    os.makedirs(inter, exist_ok=True)
+    with open(os.path.join(inter, "pass"), "w") as f:
+        f.write(CA_PASSWORD + "\n")
+    with open(os.path.join(inter, "signer.ext"), "w") as f:
+        f.write(
+            "basicConstraints = critical, CA:TRUE, pathlen:0\n"
+            "keyUsage = critical, keyCertSign, cRLSign\n"
+            "extendedKeyUsage = clientAuth\n"
+            "subjectKeyIdentifier = hash\n"
+            "authorityKeyIdentifier = keyid:always, issuer\n"
+        )
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", "intermediate/signer.key", cwd=ca)
+    openssl("req", "-new", "-key", "intermediate/signer.key", "-subj", "/CN=drift-test-signer",
+            "-out", "intermediate/signer.csr", cwd=ca)
+    openssl(
+        "x509", "-req", "-in", "intermediate/signer.csr", "-CA", "ca.pem",
+        "-CAkey", "ca-do-not-share.key", "-passin", "file:intermediate/pass", "-days", "90",
+        "-sha256", "-set_serial", "0x" + os.urandom(16).hex(), "-extfile", "intermediate/signer.ext",
+        "-out", "intermediate/signer.pem", cwd=ca,
+    )
     return {
         "ca": os.path.join(ca, "ca.pem"),
+        "crl": os.path.join(ca, "ca.crl"),
+        "signer_cert": os.path.join(inter, "signer.pem"),
+        "signer_key": os.path.join(inter, "signer.key"),
         "server_cert": os.path.join(srv, "opentakserver.pem"),
         "server_key": os.path.join(srv, "opentakserver.nopass.key"),
         "client_cert": os.path.join(cli, "drift-user.pem"),
@@ -666,7 +740,12 @@ def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
                 if mode == "reoriginate":
                     with sink.lock:
                         peers = list(sink.peers)
-                    want = ("drift-user", "drift-test-CA")
+                    r = item.get("reoriginate", {}) or {}
+                    # OTS's own key (the default) or a dedicated intermediate signer.
+                    dedicated = not r.get("signer_key", "/ca/ca-do-not-share.key").endswith(
+                        "/ca/ca-do-not-share.key"
+                    )
+                    want = ("drift-user", "drift-test-signer" if dedicated else "drift-test-CA")
                     (ok if want in peers else fail)(
                         f"{name}: fake eud_handler --ssl saw client certificates (CN, issuer) "
                         f"{peers}, want {want}"
@@ -724,15 +803,20 @@ def main():
     def make_sink(upstream):
         return SslSink(pki) if modes.get(upstream) == "reoriginate" else Sink()
 
-    # Each Secret volume of the takgate container as a temporary folder; every item holds the
-    # test CA key's password (the only secret the takgate container reads).
+    # Each Secret volume of the takgate container as a temporary folder, each file filled with
+    # the test material for the role the config gives its path.
     secret_dirs = {}
+    roles = secret_roles(conf, pki)
     for mount_path, vol in secret_mounts(pod, container).items():
         d = os.path.join(a.workdir, "secrets", vol["name"])
         os.makedirs(d, exist_ok=True)
-        for item in vol["secret"].get("items", []) or [{"path": "ca-password"}]:
+        for item in vol["secret"].get("items", []) or []:
+            path = f"{mount_path.rstrip('/')}/{item['path']}"
+            if path not in roles:
+                fail(f"Secret volume {vol['name']}: {path} is mounted into takgate but no config key uses it")
+                continue
             with open(os.path.join(d, item["path"]), "w") as f:
-                f.write(CA_PASSWORD + "\n")
+                f.write(roles[path])
         secret_dirs[mount_path] = d
     new_text = rewrite(text, data_folder, tmp_ots, ui_dir, api_url, sinks, make_sink, secret_dirs)
     new_conf = tomllib.loads(new_text)
