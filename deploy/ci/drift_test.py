@@ -201,13 +201,6 @@ def static_checks(conf, dep, pod, container):
     return listeners, declared, data_folder
 
 
-REORIGINATE_FILES = (
-    # key, default under $OTS_DATA_FOLDER (SPEC of [stream.reoriginate])
-    ("ca", "ca/ca.pem"),
-    ("signer_key", "ca/ca-do-not-share.key"),
-)
-
-
 def is_ssl_eud_handler(c):
     words = " ".join(c.get("command", []) + c.get("args", []))
     return "eud_handler" in words and "--ssl" in words
@@ -270,8 +263,12 @@ def reoriginate_checks(docs, pod, container, conf, data_folder):
                     fail(f"{name}: Service {svc['metadata']['name']} routes to eud_handler --ssl's port {port}")
 
         r = s.get("reoriginate", {}) or {}
-        files = {k: r.get(k) or (data_folder and f"{data_folder.rstrip('/')}/{d}") for k, d in REORIGINATE_FILES}
+        # takgate's defaults: ca under $OTS_DATA_FOLDER, signer_cert = ca, signer_key beside ca.
+        files = {"ca": r.get("ca") or (data_folder and f"{data_folder.rstrip('/')}/ca/ca.pem")}
         files["signer_cert"] = r.get("signer_cert") or files["ca"]
+        files["signer_key"] = r.get("signer_key") or (
+            files["ca"] and os.path.join(os.path.dirname(files["ca"]), "ca-do-not-share.key")
+        )
         for key, path in files.items():
             m = path and mount_for(container, path)
             if not m:
@@ -335,6 +332,7 @@ def secret_roles(conf, pki):
         "client_ca": read(pki["ca"]), "ca": read(pki["ca"]), "crl": read(pki["crl"]),
         "signer_cert": read(pki["signer_cert"]), "signer_key": read(pki["signer_key"]),
         "signer_key_password_file": CA_PASSWORD + "\n", "password_file": CA_PASSWORD + "\n",
+        "token_file": "drift-test-token\n",
     }
     out = {}
     for kind in ("http", "stream"):
