@@ -83,6 +83,13 @@ async fn ots_sees_the_clients_own_cn_and_cot_flows_both_ways() {
             .metric("takgate_stream_certs_cached", &[("listener", "cot")]),
         2.0
     );
+    // The signer's expiry is published (the test CA is rcgen's default: valid until 4096).
+    assert!(
+        s.proxy.metric(
+            "takgate_stream_signer_expiry_timestamp_seconds",
+            &[("listener", "cot")]
+        ) > 4.0e9
+    );
     assert_eq!(
         s.proxy.metric(
             "takgate_stream_connections_total",

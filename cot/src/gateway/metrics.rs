@@ -32,6 +32,7 @@ pub struct StreamMetrics {
     certs_issued: IntCounterVec,
     cert_issue_seconds: HistogramVec,
     certs_cached: IntGaugeVec,
+    signer_expiry: IntGaugeVec,
 }
 
 /// Per-listener handles, resolved once so the relay's hot path does no label lookups.
@@ -165,8 +166,17 @@ impl StreamMetrics {
                 ),
                 &["listener"],
             )?,
+            signer_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "takgate_stream_signer_expiry_timestamp_seconds",
+                    "When the certificate that signs the per-user certificates expires (Unix \
+                     time); nothing issued outlives it.",
+                ),
+                &["listener"],
+            )?,
         };
         registry.register(Box::new(m.connections_open.clone()))?;
+        registry.register(Box::new(m.signer_expiry.clone()))?;
         registry.register(Box::new(m.certs_issued.clone()))?;
         registry.register(Box::new(m.cert_issue_seconds.clone()))?;
         registry.register(Box::new(m.certs_cached.clone()))?;
@@ -208,6 +218,7 @@ impl StreamMetrics {
             issued: self.certs_issued.with_label_values(&[listener]),
             seconds: self.cert_issue_seconds.with_label_values(&[listener]),
             cached: self.certs_cached.with_label_values(&[listener]),
+            signer_expiry: self.signer_expiry.with_label_values(&[listener]),
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct IssueMetrics {
     pub issued: IntCounter,
     pub seconds: Histogram,
     pub cached: IntGauge,
+    /// Unix time at which the signer's own certificate expires.
+    pub signer_expiry: IntGauge,
 }
 
 /// A CN's upstream TLS client config and when to renew it.
@@ -148,6 +150,9 @@ impl Reoriginator {
             Some(s) => Some(Arc::new(Self::verifier_for(s, &config)?)),
             None => None,
         };
+        if let Some(s) = &signer {
+            s.report_expiry(&metrics);
+        }
         let rate = f64::from(config.issue_rate.max(1));
         Ok(Self {
             signer: Mutex::new(signer),
@@ -204,6 +209,7 @@ impl Reoriginator {
         match loaded {
             Ok((s, v)) => {
                 tracing::info!(ca = %self.config.files.ca.display(), "reoriginate signer loaded");
+                s.report_expiry(&self.metrics);
                 *lock(&self.signer) = Some(s.clone());
                 *lock(&self.verifier) = Some(v.clone());
                 Some((s, v))
