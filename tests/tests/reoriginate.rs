@@ -24,6 +24,7 @@ async fn setup_with(
     server: Option<(&TestPki, IssuedCert)>,
     extra: &str,
     head: &str,
+    tls_extra: &str,
 ) -> Setup {
     let ots = match server {
         Some((server_pki, cert)) => TlsCotUpstream::start(server_pki, &cert, &pki).await,
@@ -36,7 +37,7 @@ async fn setup_with(
         key.display()
     );
     let config = format!(
-        "{}\n{}",
+        "{}\n{}{tls_extra}",
         base_config(head),
         stream_config("cot", ots.addr, "reoriginate", &pki, extra)
             .replace("[stream.tls]", &format!("{reoriginate}[stream.tls]"))
@@ -46,7 +47,7 @@ async fn setup_with(
 }
 
 async fn setup() -> Setup {
-    setup_with(TestPki::new(), None, "", "http://127.0.0.1:1").await
+    setup_with(TestPki::new(), None, "", "http://127.0.0.1:1", "").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -211,7 +212,7 @@ async fn an_upstream_that_is_not_ots_is_refused() {
     let pki = TestPki::new();
     let other = TestPki::named("impostor CA");
     let impostor = other.issue_ots_server("opentakserver");
-    let s = setup_with(pki, Some((&other, impostor)), "", "http://127.0.0.1:1").await;
+    let s = setup_with(pki, Some((&other, impostor)), "", "http://127.0.0.1:1", "").await;
     refused_at_upstream_tls(&s).await;
     assert_eq!(
         s.proxy.metric(
@@ -320,7 +321,7 @@ async fn a_deactivated_user_is_refused_and_cut_off_mid_session() {
         "[stream.identity]\ntoken_file = \"{}\"\nrefresh = \"1s\"\n",
         token.display()
     );
-    let s = setup_with(TestPki::new(), None, &identity, &api.url()).await;
+    let s = setup_with(TestPki::new(), None, &identity, &api.url(), "").await;
     let addr = s.proxy.stream("cot");
     let bob = s.pki.issue_client("bob");
     if let Ok(mut tls) = tls_connect(addr, &s.pki, Some(&bob)).await {
@@ -474,4 +475,39 @@ fn a_wrong_or_missing_ca_password_stops_check_naming_the_key() {
     );
     let (ok, text) = check(&config(""), Some("s3cret-ca-pass"));
     assert!(ok, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_certificate_is_refused_before_anything_reaches_ots() {
+    let pki = TestPki::new();
+    let revoked = pki.issue_client("alice");
+    let good = pki.issue_client("carol");
+    let crl = pki.revoke(&revoked);
+    let s = setup_with(
+        pki,
+        None,
+        "",
+        "http://127.0.0.1:1",
+        &format!("crl = \"{}\"\n", crl.display()),
+    )
+    .await;
+    let addr = s.proxy.stream("cot");
+    if let Ok(mut tls) = tls_connect(addr, &s.pki, Some(&revoked)).await {
+        let _ = tls.write_all(PING).await;
+        assert!(closed(&mut tls).await);
+    }
+    s.proxy
+        .wait_metric(
+            "takgate_stream_refused_total",
+            &[("reason", "revoked")],
+            1.0,
+        )
+        .await;
+    // The control: a certificate the list does not name gets through, and is the first at OTS.
+    let mut ok = tls_connect(addr, &s.pki, Some(&good)).await.unwrap();
+    within(ok.write_all(PING)).await.unwrap();
+    let mut at_ots = s.ots.accept().await;
+    assert_eq!(at_ots.cn().as_deref(), Some("carol"));
+    assert_eq!(read_n(&mut at_ots.stream, PING.len()).await, PING);
+    assert!(s.ots.try_accept().await.is_none());
 }
