@@ -222,6 +222,7 @@ impl App {
         for (g, cfg) in self.streams.iter().zip(&self.config.stream) {
             let g = g.config();
             let tls = match cfg.effective_tls() {
+                None if cfg.mode == crate::config::StreamMode::Plain => "plain tcp".to_owned(),
                 None => "tls passed through".to_owned(),
                 Some(t) => format!(
                     "tls {} client_auth={:?} ca={} crl={}",

@@ -287,6 +287,8 @@ pub enum StreamMode {
     ProxyProtocol,
     /// TLS-terminating byte relay without CoT framing (MQTT, RTSP, RTMP).
     Raw,
+    /// No TLS (OTS's plain CoT port 8088): CoT framed and validated, with limits and metrics.
+    Plain,
 }
 
 /// What to do with a CoT frame that is not well-formed XML.
@@ -982,7 +984,7 @@ impl StreamListenerConfig {
     /// The TLS this listener terminates with: its own section, or OTS's files.
     pub fn effective_tls(&self) -> Option<TlsConfig> {
         match self.mode {
-            StreamMode::Passthrough => None,
+            StreamMode::Passthrough | StreamMode::Plain => None,
             _ => Some(self.tls.clone().unwrap_or_else(ots_stream_tls)),
         }
     }
@@ -1014,6 +1016,12 @@ impl StreamListenerConfig {
             return Err(invalid(
                 format!("{key}.tls"),
                 "passthrough relays the client's TLS to OTS untouched; it takes no [stream.tls]",
+            ));
+        }
+        if self.mode == StreamMode::Plain && self.tls.is_some() {
+            return Err(invalid(
+                format!("{key}.tls"),
+                "plain is CoT over plain TCP; it takes no [stream.tls]",
             ));
         }
         if let Some(tls) = &self.tls {

@@ -55,6 +55,7 @@ pub fn gateway_config(
             StreamMode::Passthrough => Mode::Passthrough,
             StreamMode::ProxyProtocol => Mode::ProxyProtocol,
             StreamMode::Raw => Mode::Raw,
+            StreamMode::Plain => Mode::Plain,
         },
         handshake_timeout: tls
             .as_ref()

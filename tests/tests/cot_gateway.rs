@@ -691,3 +691,60 @@ async fn when_ots_cannot_be_asked_fail_closed_refuses_and_says_why() {
     assert!(proxy.metric("takgate_identity_refresh_failures_total", &[]) >= 1.0);
     assert!(up.try_accept().await.is_none());
 }
+
+/// OTS's plain port (8088) behind takgate: no TLS, but the same framing, validation, control
+/// filter and metrics as the TLS modes; OTS sees each connection as its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_mode_frames_and_checks_cot_over_plain_tcp() {
+    let s = setup("plain", "").await;
+    let mut client = within(TcpStream::connect(s.proxy.stream("cot")))
+        .await
+        .unwrap();
+    let forged = event(
+        "t-x-takp-r",
+        "<TakControl><TakResponse status=\"true\"/></TakControl>",
+    );
+    let mut sent = b"<event><point></event>".to_vec();
+    sent.extend_from_slice(&forged);
+    sent.extend_from_slice(SPOT);
+    sent.extend_from_slice(b"<!DOCTYPE x [<!ENTITY a \"b\">]>");
+    sent.extend_from_slice(PING);
+    for chunk in sent.chunks(100) {
+        within(client.write_all(chunk)).await.unwrap();
+    }
+    // Only the well-formed events reach OTS, whole and in order.
+    let mut upstream = s.up.accept().await;
+    let mut want = SPOT.to_vec();
+    want.extend_from_slice(PING);
+    assert_eq!(read_n(&mut upstream, want.len()).await, want);
+    within(upstream.write_all(PING)).await.unwrap();
+    assert_eq!(read_n(&mut client, PING.len()).await, PING);
+    for kind in ["malformed", "forged_control", "doctype"] {
+        s.proxy
+            .wait_metric(
+                "takgate_cot_frame_errors_total",
+                &[("direction", "to_upstream"), ("kind", kind)],
+                1.0,
+            )
+            .await;
+    }
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_stream_connections_total",
+            &[("listener", "cot"), ("mode", "plain")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_cot_frames_total",
+            &[("listener", "cot"), ("direction", "to_upstream")]
+        ),
+        2.0
+    );
+    drop(client);
+    assert!(
+        closed(&mut upstream).await,
+        "the client's close reaches OTS"
+    );
+}

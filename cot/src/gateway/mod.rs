@@ -8,6 +8,7 @@
 //! - `passthrough`: the client's TLS bytes go untouched to OTS's own SSL listener.
 //! - `proxy-protocol`: as terminate, with a PROXY v2 header (client address, SSL TLVs, CN) first.
 //! - `raw`: TLS ends here, bytes are relayed unframed (MQTT, RTSP, RTMP).
+//! - `plain`: no TLS (OTS's plain port 8088): CoT framed and validated, as in terminate.
 
 pub mod metrics;
 mod relay;
@@ -35,6 +36,7 @@ pub enum Mode {
     Passthrough,
     ProxyProtocol,
     Raw,
+    Plain,
 }
 
 impl Mode {
@@ -45,6 +47,7 @@ impl Mode {
             Mode::Passthrough => "passthrough",
             Mode::ProxyProtocol => "proxy-protocol",
             Mode::Raw => "raw",
+            Mode::Plain => "plain",
         }
     }
 
@@ -52,7 +55,7 @@ impl Mode {
     fn framed(self) -> bool {
         matches!(
             self,
-            Mode::Terminate | Mode::Reoriginate | Mode::ProxyProtocol
+            Mode::Terminate | Mode::Reoriginate | Mode::ProxyProtocol | Mode::Plain
         )
     }
 }
@@ -208,6 +211,20 @@ impl Gateway {
                 return;
             };
             let reason = relay::copy(self, stream, upstream).await;
+            self.metrics.closed(reason);
+            return;
+        }
+        if self.config.mode == Mode::Plain {
+            // No certificate, so nobody to admit: OTS treats the connection as anonymous, as
+            // it does on its own 8088.
+            let Some(upstream) = self.connect_upstream(addr).await else {
+                return;
+            };
+            let peer = Peer {
+                addr: Some(addr),
+                ..Peer::default()
+            };
+            let reason = relay::framed(self, stream, upstream, &peer).await;
             self.metrics.closed(reason);
             return;
         }

@@ -1079,3 +1079,24 @@ fn bad_reoriginate_settings_name_their_key() {
         &["stream[0].reoriginate", "only mode"],
     );
 }
+
+#[test]
+fn plain_mode_takes_no_tls_and_no_identity() {
+    let plain = |extra: &str| {
+        format!(
+            "[[stream]]\nname = \"cot\"\nlisten = \"0.0.0.0:8088\"\nupstream = \"127.0.0.1:18088\"\n\
+             mode = \"plain\"\n{extra}\n"
+        )
+    };
+    let c = Config::parse(&plain("")).unwrap();
+    assert_eq!(c.stream[0].mode, StreamMode::Plain);
+    assert!(c.stream[0].effective_tls().is_none());
+    assert_rejected(
+        &plain("[stream.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nclient_auth = \"none\""),
+        &["stream[0].tls", "plain"],
+    );
+    assert_rejected(
+        &plain("[stream.identity]\ntoken_file = \"/t\""),
+        &["stream[0].identity"],
+    );
+}
