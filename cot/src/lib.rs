@@ -12,5 +12,6 @@ pub mod framer;
 pub mod gateway;
 pub mod identity;
 pub mod proxy_protocol;
+pub mod rate;
 pub mod reoriginate;
 pub mod tls;

@@ -10,6 +10,7 @@
 //! - `raw`: TLS ends here, bytes are relayed unframed (MQTT, RTSP, RTMP).
 //! - `plain`: no TLS (OTS's plain port 8088): CoT framed and validated, as in terminate.
 
+mod limits;
 pub mod metrics;
 mod relay;
 
@@ -27,6 +28,7 @@ use crate::identity::{ActiveUsers, Decision};
 use crate::reoriginate::Reoriginator;
 use crate::tls::ReloadableTls;
 
+pub use limits::{LimitPolicy, SessionLimits};
 pub use metrics::{ListenerMetrics, StreamMetrics};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub struct GatewayConfig {
     pub identity: Option<ActiveUsers>,
     /// Reoriginate mode: the certificates that reach OTS as each client's user.
     pub reoriginate: Option<Arc<Reoriginator>>,
+    /// What one client may send, and how many sessions one CN may hold (framed modes).
+    pub limits: SessionLimits,
 }
 
 /// A stream listener, shared by its connections.
@@ -97,6 +101,7 @@ pub struct Gateway {
     /// The outcome of the latest upstream connect, and when: readiness reads it instead of
     /// opening connections of its own (OTS forks a process per connection on 8088).
     upstream_seen: std::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
+    cn_sessions: limits::CnSessions,
 }
 
 /// How recent an upstream connect outcome must be for readiness to use it as it is.
@@ -126,6 +131,7 @@ impl Gateway {
             stop,
             tracker,
             upstream_seen: std::sync::Mutex::new(None),
+            cn_sessions: limits::CnSessions::default(),
         }
     }
 
@@ -254,8 +260,20 @@ impl Gateway {
             .handshake_seconds
             .observe(started.elapsed().as_secs_f64());
         let peer = peer_of(addr, tls.get_ref().1);
+        let mut _cn_session = None;
         if self.config.mode.framed() {
-            if let Err(reason) = self.admit(&peer).await {
+            let admitted = self.admit(&peer).await.and_then(|()| {
+                let Some(cn) = peer.cn.as_deref() else {
+                    return Ok(());
+                };
+                _cn_session = Some(
+                    self.cn_sessions
+                        .enter(cn, self.config.limits.sessions_per_cn)
+                        .ok_or("cn_session_limit")?,
+                );
+                Ok(())
+            });
+            if let Err(reason) = admitted {
                 self.metrics.refused(reason);
                 tracing::info!(listener = %name, client = %addr, cn = ?peer.cn, reason, "connection refused");
                 return;
