@@ -898,3 +898,32 @@ async fn crl_matrix_matches_openssl() {
         eprintln!("{line}");
     }
 }
+
+#[test]
+fn crl_files_that_are_neither_pem_nor_der_lists_are_named() {
+    let pki = TestPki::new();
+    let mut settings = pki.server_settings(ClientAuth::Required);
+    let der = pki.dir.path().join("crl.der");
+    let out = Command::new("openssl")
+        .args(["crl", "-outform", "DER", "-in"])
+        .arg(pki.write_v1_crl())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let len = out.stdout.len();
+    // Text that is no PEM, and a DER list followed by junk.
+    let mut junk_after = out.stdout;
+    junk_after.extend_from_slice(b"junk");
+    for (bytes, byte) in [(b"not a crl\n".to_vec(), 0), (junk_after, len)] {
+        std::fs::write(&der, bytes).unwrap();
+        settings.crl = Some(der.clone());
+        let err = server_config(&settings).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "crl {}: neither PEM nor DER CRLs (no DER SEQUENCE at byte {byte})",
+                der.display()
+            )
+        );
+    }
+}
