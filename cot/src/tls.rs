@@ -120,8 +120,9 @@ pub struct TlsSettings {
     /// PEM bundle of the CAs that client certificates must chain to.
     /// Ignored when `client_auth` is `None`.
     pub client_ca: Option<PathBuf>,
-    /// CRL(s) that client certificates are checked against: PEM (one or more lists) or one
-    /// DER list, each signed by a `client_ca` certificate. Ignored when `client_auth` is `None`.
+    /// CRL(s) that client certificates are checked against: PEM (one or more lists) or DER
+    /// (lists back to back), each signed by a `client_ca` certificate. Ignored when
+    /// `client_auth` is `None`.
     pub crl: Option<PathBuf>,
     pub client_auth: ClientAuth,
     /// Must not be empty.
