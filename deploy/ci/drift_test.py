@@ -18,8 +18,9 @@ opentakserver Deployment, and checks that they agree with each other and with th
   it is (eud_handler --ssl) mounts the same volume;
 - plain and terminate listeners (OTS's plain CoT port upstream): the upstream port is the
   containerPort of the pod's TCP `eud_handler` container (which probes it) and
-  OTS_TCP_STREAMING_PORT of ConfigMap ots-settings, and no Service routes to it; NodePort 31088
-  (stock ATAK's plain CoT) targets a takgate listener in mode plain;
+  OTS_TCP_STREAMING_PORT of ConfigMap ots-settings, no Service routes to it and no
+  NetworkPolicy lets traffic in to it; NodePort 31088 (stock ATAK's plain CoT) targets a takgate
+  listener in mode plain;
 - `takgate check --config` accepts the config;
 - takgate started on it (listen addresses rewritten to 127.0.0.1:0, upstreams to loopback fakes
   of OTS, /app/ots to a temporary OTS data folder with a test CA) answers each probe path of
@@ -244,14 +245,37 @@ def services_routing_to(docs, containers, port):
     ]
 
 
+def netpols_letting_in(docs, pod_labels, containers, port):
+    """NetworkPolicy ingress rules that let traffic in to this pod's `port` (a rule without
+    ports lets every port in)."""
+    names = {p.get("name") for c in containers for p in c.get("ports", []) if p["containerPort"] == port}
+    names.discard(None)
+    hits = []
+    for np_ in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        sel = np_["spec"].get("podSelector") or {}
+        if any(pod_labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
+            continue
+        if "Ingress" not in np_["spec"].get("policyTypes", ["Ingress"]):
+            continue
+        for i, rule in enumerate(np_["spec"].get("ingress") or []):
+            ports = rule.get("ports")
+            if not ports or any(
+                p.get("port") is None or p.get("port") in names
+                or (isinstance(p.get("port"), int) and p["port"] <= port <= p.get("endPort", p["port"]))
+                for p in ports
+            ):
+                hits.append(f"{np_['metadata']['name']} ingress[{i}]")
+    return hits
+
+
 # Stock ATAK's plain CoT (TCP 8088) as the NodePort Service offers it (deploy/README.md).
 PLAIN_NODEPORT = 31088
 
 
-def plain_checks(docs, pod, container, conf):
+def plain_checks(docs, pod, container, conf, pod_labels):
     """Listeners relaying to OTS's plain CoT port (plain, terminate): the upstream is the TCP
-    eud_handler's containerPort and OTS_TCP_STREAMING_PORT, on no Service; NodePort 31088 goes
-    to a plain listener of takgate."""
+    eud_handler's containerPort and OTS_TCP_STREAMING_PORT, on no Service, let in by no
+    NetworkPolicy; NodePort 31088 goes to a plain listener of takgate."""
     handlers = [c for c in pod["containers"] if is_tcp_eud_handler(c)]
     settings = ots_settings(docs)
     for s in conf.get("stream", []):
@@ -287,6 +311,11 @@ def plain_checks(docs, pod, container, conf):
             fail(f"{name}: Service {svc} (port {pname}) routes to eud_handler's port {port}")
         if not routed:
             ok(f"{name}: no Service routes to eud_handler's port {port}")
+        let_in = netpols_letting_in(docs, pod_labels, owners, port)
+        for rule in let_in:
+            fail(f"{name}: NetworkPolicy {rule} lets traffic in to eud_handler's port {port}")
+        if not let_in:
+            ok(f"{name}: no NetworkPolicy lets traffic in to eud_handler's port {port}")
 
     hits = [
         (svc["metadata"]["name"], p)
@@ -936,7 +965,7 @@ def main():
     conf = tomllib.loads(text)
     listeners, declared, data_folder = static_checks(conf, dep, pod, container)
     reoriginate_checks(docs, pod, container, conf, data_folder)
-    plain_checks(docs, pod, container, conf)
+    plain_checks(docs, pod, container, conf, dep["spec"]["template"]["metadata"].get("labels", {}))
 
     os.makedirs(a.workdir, exist_ok=True)
     tmp_ots = os.path.join(a.workdir, "ots")

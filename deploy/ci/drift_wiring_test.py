@@ -27,6 +27,11 @@ def parts(docs):
     return pod, container
 
 
+def pod_labels(docs):
+    dep, _, _ = d.takgate_parts(docs)
+    return dep["spec"]["template"]["metadata"].get("labels", {})
+
+
 def run(docs):
     """The FAILURES drift_test's static checks report for these manifests."""
     d.FAILURES.clear()
@@ -36,7 +41,7 @@ def run(docs):
         conf = tomllib.loads(text)
         _, _, data_folder = d.static_checks(conf, None, pod, container)
         d.reoriginate_checks(docs, pod, container, conf, data_folder)
-        d.plain_checks(docs, pod, container, conf)
+        d.plain_checks(docs, pod, container, conf, pod_labels(docs))
     return list(d.FAILURES)
 
 
@@ -153,6 +158,11 @@ def not_plain(docs):
     plain_node_port(docs)["targetPort"] = "cot-tls"
 
 
+def let_in_tcp(docs):
+    np_ = next(x for x in docs if x["kind"] == "NetworkPolicy" and x["metadata"]["name"] == "opentakserver")
+    np_["spec"]["ingress"][0]["ports"].append({"port": tcp_handler(docs)["ports"][0]["containerPort"]})
+
+
 def tcp_unprobed(docs):
     tcp_handler(docs)["readinessProbe"]["exec"]["command"][-1] = "8088"
 
@@ -170,6 +180,7 @@ CASES = [
     ("plain upstream is not eud_handler's containerPort", set_tcp_port, "exactly one TCP `eud_handler`"),
     ("OTS binds another plain CoT port", set_tcp_settings, "OTS_TCP_STREAMING_PORT"),
     ("a Service routes to eud_handler", expose_tcp, "routes to eud_handler's port"),
+    ("a NetworkPolicy lets clients in to eud_handler", let_in_tcp, "lets traffic in to eud_handler's port"),
     ("NodePort 31088 straight to eud_handler (the old wiring)", old_wiring, "no containerPort of takgate"),
     ("NodePort 31088 to a listener that is not plain", not_plain, "not a [[stream]] listener in mode plain"),
     ("eud_handler readiness probes another port", tcp_unprobed, "eud-handler's readinessProbe does not check"),
