@@ -19,8 +19,9 @@ opentakserver Deployment, and checks that they agree with each other and with th
 - plain and terminate listeners (OTS's plain CoT port upstream): the upstream port is the
   containerPort of the pod's TCP `eud_handler` container (which probes it) and
   OTS_TCP_STREAMING_PORT of ConfigMap ots-settings, no Service routes to it and no
-  NetworkPolicy lets traffic in to it; NodePort 31088 (stock ATAK's plain CoT) targets a takgate
-  listener in mode plain;
+  NetworkPolicy lets traffic in to it; a plain listener keeps takgate's [stream.limits]
+  defaults; every NodePort targets a takgate listener, 31088 (stock ATAK's plain CoT) one in
+  mode plain;
 - `takgate check --config` accepts the config;
 - takgate started on it (listen addresses rewritten to 127.0.0.1:0, upstreams to loopback fakes
   of OTS, /app/ots to a temporary OTS data folder with a test CA) answers each probe path of
@@ -311,11 +312,32 @@ def plain_checks(docs, pod, container, conf, pod_labels):
             fail(f"{name}: Service {svc} (port {pname}) routes to eud_handler's port {port}")
         if not routed:
             ok(f"{name}: no Service routes to eud_handler's port {port}")
+        if mode == "plain":
+            # deploy/README and README promise takgate's own defaults here: change both with it.
+            if s.get("limits"):
+                fail(f"{name}: sets [stream.limits] {sorted(s['limits'])}; the docs promise takgate's defaults")
+            else:
+                ok(f"{name}: [stream.limits] at takgate's defaults")
         let_in = netpols_letting_in(docs, pod_labels, owners, port)
         for rule in let_in:
             fail(f"{name}: NetworkPolicy {rule} lets traffic in to eud_handler's port {port}")
         if not let_in:
             ok(f"{name}: no NetworkPolicy lets traffic in to eud_handler's port {port}")
+
+    # Every NodePort goes to a takgate listener: no device reaches an OTS process past takgate.
+    by_name = {pp.get("name"): pp["containerPort"] for pp in container.get("ports", [])}
+    for svc in (d for d in docs if d["kind"] == "Service" and d["spec"].get("type") == "NodePort"):
+        sel = svc["spec"].get("selector") or {}
+        if not sel or any(pod_labels.get(k) != v for k, v in sel.items()):
+            continue
+        for p in svc["spec"].get("ports", []):
+            tp = p.get("targetPort", p["port"])
+            number = by_name.get(tp) if isinstance(tp, str) else tp
+            if number not in by_name.values():
+                fail(f"NodePort {p.get('nodePort')} (Service {svc['metadata']['name']}) targets "
+                     f"{tp!r}, not a takgate listener")
+            else:
+                ok(f"NodePort {p.get('nodePort')} -> takgate {tp!r} ({number})")
 
     hits = [
         (svc["metadata"]["name"], p)
@@ -328,7 +350,6 @@ def plain_checks(docs, pod, container, conf, pod_labels):
         return
     svc, p = hits[0]
     tp = p.get("targetPort", p["port"])
-    by_name = {pp.get("name"): pp["containerPort"] for pp in container.get("ports", [])}
     number = by_name.get(tp) if isinstance(tp, str) else tp
     if number not in by_name.values():
         fail(f"NodePort {PLAIN_NODEPORT} (Service {svc}) targets {tp!r}, no containerPort of takgate")

@@ -163,6 +163,12 @@ def let_in_tcp(docs):
     np_["spec"]["ingress"][0]["ports"].append({"port": tcp_handler(docs)["ports"][0]["containerPort"]})
 
 
+def plain_limits(docs):
+    takgate_config(docs, lambda t: t.replace(
+        'mode = "plain"\n', 'mode = "plain"\nlimits = { events_per_second = 0 }\n'
+    ))
+
+
 def tcp_unprobed(docs):
     tcp_handler(docs)["readinessProbe"]["exec"]["command"][-1] = "8088"
 
@@ -183,7 +189,9 @@ CASES = [
     ("a NetworkPolicy lets clients in to eud_handler", let_in_tcp, "lets traffic in to eud_handler's port"),
     ("NodePort 31088 straight to eud_handler (the old wiring)", old_wiring, "no containerPort of takgate"),
     ("NodePort 31088 to a listener that is not plain", not_plain, "not a [[stream]] listener in mode plain"),
+    ("a NodePort past takgate, to eud_handler --ssl", expose, "not a takgate listener"),
     ("eud_handler readiness probes another port", tcp_unprobed, "eud-handler's readinessProbe does not check"),
+    ("plain listener overrides [stream.limits]", plain_limits, "the docs promise takgate's defaults"),
 ]
 
 
