@@ -8,7 +8,7 @@ use takgate_tests::certs::{other_ca_client, IssuedCert, TestPki};
 use takgate_tests::client::within;
 use takgate_tests::cot::{closed, read_n, stream_config, tls_connect, TlsCotUpstream, PING, SPOT};
 use takgate_tests::proxy::{base_config, TestProxy};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Setup {
     /// OTS's CA: issues the devices' certificates and OTS's server certificate.
@@ -151,6 +151,41 @@ async fn the_clients_close_reaches_ots_and_ots_close_reaches_the_client() {
     within(at_ots.stream.shutdown()).await.unwrap();
     drop(at_ots);
     assert!(closed(&mut client).await, "OTS's close reaches the client");
+
+    // OTS's own listener (Python's ssl) closes without a close_notify: that is its ordinary
+    // close, passed on to the client as a clean one (a close_notify: the read says 0, not an
+    // error) and counted as `closed`, not as an upstream error.
+    let before = s.proxy.metric(
+        "takgate_stream_sessions_closed_total",
+        &[("listener", "cot"), ("reason", "closed")],
+    );
+    let mut client = tls_connect(addr, &s.pki, Some(&eud)).await.unwrap();
+    within(client.write_all(PING)).await.unwrap();
+    let mut at_ots = s.ots.accept().await;
+    assert_eq!(read_n(&mut at_ots.stream, PING.len()).await, PING);
+    let (tcp, _) = at_ots.stream.into_inner();
+    drop(tcp);
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        within(client.read(&mut buf)).await.unwrap(),
+        0,
+        "a clean close"
+    );
+    within(client.shutdown()).await.unwrap();
+    s.proxy
+        .wait_metric(
+            "takgate_stream_sessions_closed_total",
+            &[("listener", "cot"), ("reason", "closed")],
+            before + 1.0,
+        )
+        .await;
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_stream_sessions_closed_total",
+            &[("reason", "upstream_error")]
+        ),
+        0.0
+    );
 }
 
 /// OTS relays what a client writes to every other client; a client-sent protocol grant would

@@ -295,7 +295,18 @@ where
                 let _ = writer.shutdown().await;
                 return End::Eof;
             }
-            Some(Closed::Failed) => return End::Io,
+            // OTS's own SSL listener (Python's ssl module) closes its sockets without a TLS
+            // close_notify, which rustls reports as an unexpected end of file. It is OTS's
+            // ordinary close: pass it on as one (the client gets its close_notify). A cut cannot
+            // smuggle anything: only whole frames are relayed, and a frame left unfinished is
+            // counted as truncated.
+            Some(Closed::Failed(io::ErrorKind::UnexpectedEof))
+                if direction == Direction::ToClient =>
+            {
+                let _ = writer.shutdown().await;
+                return End::Eof;
+            }
+            Some(Closed::Failed(_)) => return End::Io,
         }
     }
 }
@@ -461,7 +472,7 @@ impl Inbox<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Closed {
     Eof,
-    Failed,
+    Failed(io::ErrorKind),
 }
 
 /// Reads what `reader` has: waits for the first bytes, then takes whatever else it can hand over
@@ -486,7 +497,7 @@ async fn fill<R: Source>(
         match read.poll(cx) {
             Poll::Ready(Ok(0)) => return Poll::Ready((total, Some(Closed::Eof))),
             Poll::Ready(Ok(n)) => total += n,
-            Poll::Ready(Err(_)) => return Poll::Ready((total, Some(Closed::Failed))),
+            Poll::Ready(Err(e)) => return Poll::Ready((total, Some(Closed::Failed(e.kind())))),
             Poll::Pending if total > 0 => return Poll::Ready((total, None)),
             Poll::Pending => return Poll::Pending,
         }
