@@ -270,7 +270,8 @@ async def scenario(env: otslib.Env, admin: otslib.OtsWeb, rec: Record) -> None:
             while True:
                 await dev.close()
                 left = DISCONNECT_DEADLINE - (time.monotonic() - t0)
-                reported = await asyncio.to_thread(disconnected_within, admin, dev.uid, max(1.0, min(ATTEMPT_WAIT, left)))
+                wait = max(1.0, min(ATTEMPT_WAIT, left))
+                reported = await asyncio.to_thread(disconnected_within, admin, dev.uid, wait)
                 attempts.append((dev.uid, reported))
                 rec.note(f"{path}: {dev.uid} closed, Disconnected: {reported}")
                 if reported is not None or time.monotonic() - t0 >= DISCONNECT_DEADLINE - 1:
@@ -287,7 +288,9 @@ async def scenario(env: otslib.Env, admin: otslib.OtsWeb, rec: Record) -> None:
         for path, attempts in rec.leaves.items():
             out = {"reorig": a_out, "control": b_out, "term": anon_out}[path]
             rec.flags[f"{path}: t-x-d-d"] = [probe.has(out, uid, "t-x-d-d") for uid, _ in attempts]
-            rec.status[path] = [(await asyncio.to_thread(eud, admin, uid) or {}).get("last_status") for uid, _ in attempts]
+            rec.status[path] = [
+                (await asyncio.to_thread(eud, admin, uid) or {}).get("last_status") for uid, _ in attempts
+            ]
         rec.note(f"last_status at the end: {rec.status}")
     finally:
         await asyncio.gather(*(dev.close() for dev in devices.values() if dev.closed_at is None))
