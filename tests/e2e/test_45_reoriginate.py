@@ -71,16 +71,20 @@ class Device:
     tasks: list = field(default_factory=list)
     closed_at: Optional[float] = None
 
+    stopping: bool = False
+
     def start(self):
         self.tasks = [asyncio.create_task(self._collect()), asyncio.create_task(self._keepalive())]
 
     async def _collect(self):
-        while True:
+        while not self.stopping:
             self.received.append(await self.client.tool.rx_queue.get())
 
     async def _keepalive(self):
-        while True:
-            await self.client.send(sa_event(self.uid, self.callsign))
+        # put_nowait, not PytakClient.send: Python 3.11's asyncio.wait_for can swallow a
+        # cancellation that arrives as its inner await completes, and the loop would run on.
+        while not self.stopping:
+            self.client.tool.tx_queue.put_nowait(sa_event(self.uid, self.callsign))
             await asyncio.sleep(SA_EVERY)
 
     def got(self, uid: str) -> bool:
@@ -93,9 +97,11 @@ class Device:
         return self.client.run is not None and not self.client.run.done()
 
     async def close(self):
+        self.stopping = True
         for t in self.tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=otslib.T)
         self.tasks = []
         await self.client.close()
         self.closed_at = time.monotonic()
