@@ -26,6 +26,14 @@ keeps sending its SA every second, as ATAK does, and every wait has a generous d
 the B.OUT and __ANON__.OUT probes see dave's and the terminate alice's SAs; dave's disconnect
 (straight to OTS) is reported within the deadline that the terminate alice's never is.
 
+OTS 1.7.14 loses most disconnects of its TLS devices, with or without takgate (measured with
+devices straight on its TLS port: 0-4 of 6 closes reported, the rest never): the handler queues
+the "disconnected" message for cot_parser in pika's buffer from the socket thread, returns, and
+the forked child exits (socketserver's os._exit) before pika's IO-loop thread has written it,
+unless that thread runs in those few milliseconds. So each disconnect path closes devices of the
+same user one after another (ATTEMPT_WAIT apart) until OTS reports one or the deadline passes;
+the terminate path runs the same loop (about 15-25 closes) and never gets a report (F5).
+
 All of it runs once, concurrently, in the module fixture `run` (about 2 minutes: the longest part
 is watching the terminate disconnect for the full DISCONNECT_DEADLINE); the tests read its record.
 """
@@ -48,7 +56,8 @@ DISCONNECT_DEADLINE = 90.0  # s: F12, a closed device's EUD marked Disconnected
 USERS_DEADLINE = 30.0  # s: the EUD rows and clientEndPoints entries (cot_parser) of registered devices
 SA_EVERY = 1.0  # s: each device's own SA, as ATAK sends it (and what wakes OTS's pika loops)
 QUIET = 5.0  # s: how long "not delivered" is still watched after every control has arrived
-ATTEMPT_WAIT = 10.0  # s: one closed device's wait for Disconnected (reported ones take < 1 s)
+ATTEMPT_WAIT = 2.0  # s: wait for Disconnected after each close (reported ones took < 1 s; a later
+# report of an earlier close still counts)
 POLL = 0.25  # s
 SCENARIO_LIMIT = ROUTE_DEADLINE + DISCONNECT_DEADLINE + 180  # s: the whole run, setup included
 
@@ -159,13 +168,14 @@ def eud(admin: otslib.OtsWeb, uid: str) -> Optional[dict]:
     return results[0] if results else None
 
 
-def disconnected_within(admin: otslib.OtsWeb, uid: str, timeout: float) -> Optional[float]:
-    """Seconds until OTS's /api/eud shows the EUD `uid` Disconnected, or None after `timeout`."""
+def disconnected_within(admin: otslib.OtsWeb, uids: list, timeout: float) -> Optional[str]:
+    """The first of `uids` whose EUD OTS's /api/eud shows Disconnected within `timeout`, or None."""
     t0 = time.monotonic()
     while True:
-        e = eud(admin, uid)
-        if e and e.get("last_status") == "Disconnected":
-            return round(time.monotonic() - t0, 2)
+        for uid in uids:
+            e = eud(admin, uid)
+            if e and e.get("last_status") == "Disconnected":
+                return uid
         if time.monotonic() - t0 >= timeout:
             return None
         time.sleep(POLL)
@@ -265,22 +275,29 @@ async def scenario(env: otslib.Env, admin: otslib.OtsWeb, rec: Record) -> None:
         await wait_all({"usernames": users_known}, USERS_DEADLINE, rec, lambda: None)
 
         # ---- disconnects: alice (reoriginate), dave (straight to OTS), alice_t (terminate).
-        # OTS loses about half of all TLS disconnects (see the module docstring), so each path
-        # closes a device, waits up to ATTEMPT_WAIT for its EUD to turn Disconnected, and if it
-        # does not, connects the same user again (a new uid) and closes that, until one is
-        # reported or DISCONNECT_DEADLINE has passed. The terminate path gets the same loop.
+        # OTS loses most TLS disconnects (see the module docstring), so each path closes a
+        # device, waits up to ATTEMPT_WAIT for one of its closed devices' EUD to turn
+        # Disconnected, and if none does, connects the same user again (a new uid) and closes
+        # that, until one is reported or DISCONNECT_DEADLINE has passed. The terminate path gets
+        # the same loop.
         async def leave(path: str, first: str, prefix: str, role: str, addr) -> None:
             t0 = time.monotonic()
             dev = d[first]
             attempts = rec.leaves[path] = []
             while True:
                 await dev.close()
-                left = DISCONNECT_DEADLINE - (time.monotonic() - t0)
+                closed = time.monotonic()
+                attempts.append((dev.uid, None))
+                left = DISCONNECT_DEADLINE - (closed - t0)
                 wait = max(1.0, min(ATTEMPT_WAIT, left))
-                reported = await asyncio.to_thread(disconnected_within, admin, dev.uid, wait)
-                attempts.append((dev.uid, reported))
-                rec.note(f"{path}: {dev.uid} closed, Disconnected: {reported}")
-                if reported is not None or time.monotonic() - t0 >= DISCONNECT_DEADLINE - 1:
+                # Any of this path's closed devices (a late report of an earlier one counts too).
+                uid = await asyncio.to_thread(disconnected_within, admin, [a[0] for a in attempts], wait)
+                rec.note(f"{path}: {dev.uid} closed (close #{len(attempts)}); Disconnected: {uid}")
+                if uid is not None:
+                    i = [a[0] for a in attempts].index(uid)
+                    attempts[i] = (uid, round(time.monotonic() - closed, 2))
+                    break
+                if time.monotonic() - t0 >= DISCONNECT_DEADLINE - 1:
                     break
                 dev = await connect(f"{first}{len(attempts)}", role, dev.via, addr, prefix)
             rec.seen_at[f"{path}: watched"] = round(time.monotonic() - t0, 2)
