@@ -41,6 +41,7 @@ is watching the terminate disconnect for the full DISCONNECT_DEADLINE); the test
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -435,3 +436,45 @@ def test_reoriginate_metrics(run):
     assert not run.errors, why
     assert run.metrics["certs_issued"] >= 1, f"{run.metrics}\n{why}"
     assert run.metrics["connections_reoriginate"] >= 3, f"{run.metrics}\n{why}"
+
+
+def closed_reasons(env: otslib.Env, listener: str) -> dict:
+    return {
+        r: otslib.metric(env, "takgate_stream_sessions_closed_total", listener=listener, reason=r)
+        for r in ("closed", "upstream_error", "client_error")
+    }
+
+
+@pytest.mark.xfail(
+    strict=True,  # drop the marker once it XPASSes
+    reason="takgate issue: OTS's eud_handler --ssl closes without a TLS close_notify (Python's "
+    "SSLSocket.shutdown + close), so every reoriginate session a client ends cleanly is counted as "
+    "upstream_error, and the client gets a TCP EOF instead of takgate's close_notify",
+)
+def test_reoriginate_clean_close_is_closed(env, admin):
+    """A client that ends its session with a TLS close_notify gets takgate's close_notify back and
+    the session counts as reason="closed", as on the terminate listener (checked first, the
+    control, in the same test)."""
+    _, cert, key = otslib.new_user_with_cert(admin, env, "closer")
+    results = {}
+    for name, addr in (("cot-tls", env.cot_addr), ("cot-reorig", env.reorig_addr)):
+        before = closed_reasons(env, name)
+        conn = otslib.CotConn.tls(addr, env.ca_pem, cert, key, name=name)
+        try:
+            otslib.settle_after_connect()  # OTS F3, as every CoT client
+            conn.send(sa_event(otslib.unique("E2E-CLOSE-"), otslib.unique("CLOSE-")))
+            conn.sock.settimeout(otslib.T)
+            try:
+                conn.sock.unwrap()  # close_notify, then wait for the peer's
+                unwrapped = "close_notify"
+            except (ssl.SSLError, OSError) as e:
+                unwrapped = repr(e)
+        finally:
+            conn.close()
+        deadline = time.monotonic() + otslib.T
+        while closed_reasons(env, name) == before and time.monotonic() < deadline:
+            time.sleep(POLL)
+        after = closed_reasons(env, name)
+        results[name] = (unwrapped, {k: after[k] - before[k] for k in after})
+    assert results["cot-tls"] == ("close_notify", {"closed": 1, "upstream_error": 0, "client_error": 0}), results
+    assert results["cot-reorig"] == ("close_notify", {"closed": 1, "upstream_error": 0, "client_error": 0}), results
