@@ -26,8 +26,8 @@ keeps sending its SA every second, as ATAK does, and every wait has a generous d
 the B.OUT and __ANON__.OUT probes see dave's and the terminate alice's SAs; dave's disconnect
 (straight to OTS) is reported within the deadline that the terminate alice's never is.
 
-OTS 1.7.14 loses most disconnects of its TLS devices, with or without takgate (measured with
-devices straight on its TLS port: 0-4 of 6 closes reported, the rest never): the handler queues
+OTS 1.7.14 loses most disconnects of its TLS devices, with or without takgate (measured with 4-8
+devices closed together: 0-75 % reported, the rest never): the handler queues
 the "disconnected" message for cot_parser in pika's buffer from the socket thread, returns, and
 the forked child exits (socketserver's os._exit) before pika's IO-loop thread has written it,
 unless that thread runs in those few milliseconds. So each disconnect path closes devices of the
