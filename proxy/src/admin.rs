@@ -21,6 +21,10 @@ use crate::drain::Drain;
 use crate::http::body::{self, Body};
 use crate::tls_watch::TlsSources;
 use cot::gateway::Gateway;
+use cot::panics::Panics;
+
+/// The `listener` label of the admin listener's connections in `takgate_panics_total`.
+pub const ADMIN_LISTENER: &str = "admin";
 
 /// How long `/readyz` waits for the OTS API's health check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,6 +35,7 @@ pub struct Admin {
     probes: Probes,
     listeners_bound: AtomicBool,
     probe: Client<HttpConnector, Empty<bytes::Bytes>>,
+    panics: Panics,
 }
 
 /// What `/readyz` checks besides the listeners being bound.
@@ -57,18 +62,20 @@ impl Probes {
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(registry: Registry, probes: Probes) -> Self {
+    pub fn new(registry: Registry, probes: Probes, panics: Panics) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(PROBE_TIMEOUT));
         let probe = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(http);
+        panics.init_listener(ADMIN_LISTENER);
         Self {
             registry,
             probes,
             listeners_bound: AtomicBool::new(false),
             probe,
+            panics,
         }
     }
 
@@ -80,7 +87,7 @@ impl Admin {
     /// Serves admin requests until the drain stops.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, drain: Drain) {
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 res = listener.accept() => match res {
                     Ok(c) => c,
                     Err(e) => {
@@ -94,21 +101,28 @@ impl Admin {
             let admin = self.clone();
             let conn_drain = drain.clone();
             drain.tracker().spawn(async move {
-                let svc = service_fn(move |req| admin.clone().handle(req));
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(5));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = conn_drain.stopping() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.as_mut().await;
-                    }
-                }
+                let panics = admin.panics.clone();
+                panics
+                    .guard(ADMIN_LISTENER, peer, admin.connection(stream, conn_drain))
+                    .await;
             });
+        }
+    }
+
+    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, drain: Drain) {
+        let svc = service_fn(move |req| self.clone().handle(req));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(5));
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = drain.stopping() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.as_mut().await;
+            }
         }
     }
 

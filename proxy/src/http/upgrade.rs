@@ -6,6 +6,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
+use cot::panics::Panics;
+use std::net::SocketAddr;
+
 use crate::counted::Counted;
 use crate::drain::Drain;
 use crate::http::router::RouteClass;
@@ -35,7 +38,9 @@ pub fn websocket_upgrade(method: &http::Method, headers: &HeaderMap) -> Option<H
     (connection_upgrade && is_websocket).then(|| upgrade.clone())
 }
 
-/// Relays the two upgraded connections until either side closes or shutdown cuts them.
+/// Relays the two upgraded connections until either side closes or shutdown cuts them, on a
+/// task of its own guarded as connection tasks are (`guard`: the listener's `Panics` and the
+/// client's address).
 pub fn spawn_relay(
     client: OnUpgrade,
     upstream: OnUpgrade,
@@ -43,9 +48,31 @@ pub fn spawn_relay(
     listener: std::sync::Arc<str>,
     route: RouteClass,
     drain: Drain,
+    guard: (Panics, SocketAddr),
 ) {
     let tracker = drain.tracker().clone();
+    let (panics, peer) = guard;
+    let name = listener.clone();
     tracker.spawn(async move {
+        panics
+            .guard(
+                &name,
+                peer,
+                relay(client, upstream, metrics, listener, route, drain),
+            )
+            .await
+    });
+}
+
+async fn relay(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    metrics: HttpMetrics,
+    listener: std::sync::Arc<str>,
+    route: RouteClass,
+    drain: Drain,
+) {
+    {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -69,5 +96,5 @@ pub fn spawn_relay(
                 let _ = tokio::join!(client.shutdown(), upstream.shutdown());
             }
         }
-    });
+    }
 }
