@@ -171,6 +171,7 @@ impl Admin {
             .probes
             .tls
             .waiting()
+            .await
             .into_iter()
             .map(|(name, files)| {
                 let files = files

@@ -353,9 +353,10 @@ impl App {
         Ok(addrs)
     }
 
-    /// SIGHUP: re-reads every listener's certificate, key, CA and CRL.
-    pub fn reload_tls(&self) {
-        self.tls.reload_all();
+    /// SIGHUP: re-reads every listener's certificate, key, CA and CRL, off the runtime's
+    /// workers. Await the handle to know the reload is done; dropping it leaves it running.
+    pub fn reload_tls(&self) -> tokio::task::JoinHandle<()> {
+        self.tls.reload_all()
     }
 
     /// `takgate_panics_total` and, in test builds, the hook that makes a connection panic.

@@ -138,7 +138,8 @@ async fn run(app: App, bound_addrs: Option<&Path>) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => app.reload_tls(),
+            // Not awaited: signals are still handled while the files are read.
+            _ = hup.recv() => drop(app.reload_tls()),
         }
     }
     tracing::info!("shutting down: no new connections; finishing requests in flight");
