@@ -35,7 +35,19 @@ pub struct Admin {
     probes: Probes,
     listeners_bound: AtomicBool,
     probe: Client<HttpConnector, Empty<bytes::Bytes>>,
+    /// The latest upstream probes and when they finished. Held while probing: `/readyz` calls
+    /// that arrive meanwhile wait and share that probe's outcome instead of starting their own
+    /// (a monitoring system or a crowd of kubelets cannot multiply the probes OTS receives).
+    probed: tokio::sync::Mutex<Option<(tokio::time::Instant, Probed)>>,
     panics: Panics,
+}
+
+/// The outcome of one round of upstream probes.
+#[derive(Clone, Debug)]
+struct Probed {
+    upstream: Result<(), String>,
+    /// Per stream listener, in `Probes::streams` order.
+    streams: Vec<Result<(), String>>,
 }
 
 /// What `/readyz` checks besides the listeners being bound.
@@ -75,6 +87,7 @@ impl Admin {
             probes,
             listeners_bound: AtomicBool::new(false),
             probe,
+            probed: tokio::sync::Mutex::new(None),
             panics,
         }
     }
@@ -160,18 +173,16 @@ impl Admin {
 
     async fn ready(&self) -> Response<Body> {
         let bound = self.listeners_bound.load(Ordering::Acquire);
-        let (upstream, streams) = tokio::join!(
-            self.probe_upstream(),
-            futures_util::future::join_all(self.probes.streams.iter().map(|g| async move {
-                let c = g.config();
-                (&c.name, &c.upstream, g.upstream_status().await)
-            }))
-        );
-        let waiting: serde_json::Map<String, serde_json::Value> = self
+        let (probed, waiting) = tokio::join!(self.probe_shared(), self.probes.tls.waiting());
+        let upstream = probed.upstream;
+        let streams: Vec<_> = self
             .probes
-            .tls
-            .waiting()
-            .await
+            .streams
+            .iter()
+            .zip(probed.streams)
+            .map(|(g, r)| (&g.config().name, &g.config().upstream, r))
+            .collect();
+        let waiting: serde_json::Map<String, serde_json::Value> = waiting
             .into_iter()
             .map(|(name, files)| {
                 let files = files
@@ -210,6 +221,25 @@ impl Admin {
             HeaderValue::from_static("application/json"),
         );
         resp
+    }
+
+    /// The upstream probes, shared: a call that finds a probe running waits for it and takes
+    /// its outcome; only a call that arrives with none running starts one.
+    async fn probe_shared(&self) -> Probed {
+        let asked = tokio::time::Instant::now();
+        let mut probed = self.probed.lock().await;
+        if let Some((finished, outcome)) = probed.as_ref() {
+            if *finished >= asked {
+                return outcome.clone();
+            }
+        }
+        let (upstream, streams) = tokio::join!(
+            self.probe_upstream(),
+            futures_util::future::join_all(self.probes.streams.iter().map(|g| g.upstream_status()))
+        );
+        let outcome = Probed { upstream, streams };
+        *probed = Some((tokio::time::Instant::now(), outcome.clone()));
+        outcome
     }
 
     async fn probe_upstream(&self) -> Result<(), String> {
