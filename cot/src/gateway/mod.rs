@@ -98,6 +98,7 @@ pub struct Gateway {
     metrics: ListenerMetrics,
     stop: CancellationToken,
     tracker: TaskTracker,
+    panics: crate::panics::Panics,
     /// The outcome of the latest upstream connect, and when: readiness reads it instead of
     /// opening connections of its own (OTS forks a process per connection on 8088).
     upstream_seen: std::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
@@ -123,13 +124,16 @@ impl Gateway {
         metrics: &StreamMetrics,
         stop: CancellationToken,
         tracker: TaskTracker,
+        panics: crate::panics::Panics,
     ) -> Self {
         let metrics = metrics.listener(&config.name, config.mode.as_str());
+        panics.init_listener(&config.name);
         Self {
             config,
             metrics,
             stop,
             tracker,
+            panics,
             upstream_seen: std::sync::Mutex::new(None),
             cn_sessions: limits::CnSessions::default(),
         }
@@ -203,7 +207,10 @@ impl Gateway {
                 let _permit = permit;
                 gw.metrics.connections.inc();
                 gw.metrics.connections_open.inc();
-                gw.connection(stream, peer).await;
+                let name = &gw.config.name;
+                gw.panics
+                    .guard(name, peer, gw.connection(stream, peer))
+                    .await;
                 gw.metrics.connections_open.dec();
             });
         }
