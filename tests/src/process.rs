@@ -26,7 +26,7 @@ pub fn takgate_bin() -> PathBuf {
 }
 
 fn build_takgate() -> PathBuf {
-    cargo_build_takgate(&[])
+    cargo_build_takgate(&[], &[])
 }
 
 /// The takgate binary built with the release profile and the `test-hooks` feature (the panic
@@ -41,18 +41,27 @@ pub fn takgate_release_with_hooks() -> PathBuf {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
             .join("release-test-hooks");
         let target = target.to_string_lossy().into_owned();
-        cargo_build_takgate(&[
-            "--release",
-            "--features",
-            "test-hooks",
-            "--target-dir",
-            &target,
-        ])
+        // The release profile's panic strategy is what is tested; its LTO and single codegen
+        // unit only cost build minutes (and disk) on a test machine, so they are turned down.
+        cargo_build_takgate(
+            &[
+                "--release",
+                "--features",
+                "test-hooks",
+                "--target-dir",
+                &target,
+            ],
+            &[
+                ("CARGO_PROFILE_RELEASE_LTO", "off"),
+                ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"),
+                ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1"),
+            ],
+        )
     })
     .clone()
 }
 
-fn cargo_build_takgate(extra: &[&str]) -> PathBuf {
+fn cargo_build_takgate(extra: &[&str], env: &[(&str, &str)]) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let out = Command::new(cargo)
         .args([
@@ -62,6 +71,7 @@ fn cargo_build_takgate(extra: &[&str]) -> PathBuf {
             "--message-format=json-render-diagnostics",
         ])
         .args(extra)
+        .envs(env.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
