@@ -5,10 +5,12 @@
 //! - `gateway`: stream listeners: accept, handshake, identity, relay, metrics.
 //! - `tls`: PEM loading, server configs with client auth, reload, client-cert escaping.
 //! - `proxy_protocol`: PROXY v2 headers carrying the client's address and certificate CN.
+//! - `reoriginate`: per-user client certificates, so OTS's own TLS listener sees the same user.
 //! - `identity`: whether a certificate's CN is an active OTS user, kept current from OTS's API.
 
 pub mod framer;
 pub mod gateway;
 pub mod identity;
 pub mod proxy_protocol;
+pub mod reoriginate;
 pub mod tls;

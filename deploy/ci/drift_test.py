@@ -9,12 +9,21 @@ opentakserver Deployment, and checks that they agree with each other and with th
   lie under a volume mounted into the container; OTS_DATA_FOLDER is the data volume's mount;
 - the listeners' ports are exactly the container's declared ports (admin included);
 - shutdown.grace is shorter than terminationGracePeriodSeconds;
+- reoriginate listeners: the upstream port is the containerPort of the pod's `eud_handler --ssl`
+  container and OTS_SSL_STREAMING_PORT of ConfigMap ots-settings (config.yml wins over the
+  environment, so that is the port OTS binds), no Service routes to it; the signer key, signer
+  certificate and CA are under a read-only volumeMount of the takgate container (OTS's data
+  folder), the key's password comes from a Secret (a file on a Secret volume mounted into the
+  takgate container alone, or an env secretKeyRef), never a literal; the container whose CA key
+  it is (eud_handler --ssl) mounts the same volume;
 - `takgate check --config` accepts the config;
 - takgate started on it (listen addresses rewritten to 127.0.0.1:0, upstreams to loopback fakes
   of OTS, /app/ots to a temporary OTS data folder with a test CA) answers each probe path of
   the container with 200, and every declared containerPort speaks its protocol: HTTP, HTTPS
   with a client certificate where required, CoT over mutual TLS relayed to the fake eud_handler,
-  passthrough bytes;
+  re-originated CoT arriving at a fake `eud_handler --ssl` (mutual TLS, OTS's server name) under
+  a certificate with the client's CN signed by the CA key (encrypted, as OTS writes it, with the
+  password from the Secret file), passthrough bytes;
 - /metrics answers, after traffic that makes every metric family the rules and the dashboard
   use appear; --metrics-out saves it for promtool and metric_names.py.
 
@@ -116,6 +125,14 @@ def mount_for(container, path):
     return None
 
 
+def data_mounts(container, data_folder):
+    root = data_folder.rstrip("/")
+    return [
+        m for m in container.get("volumeMounts", [])
+        if m["mountPath"].rstrip("/") == root or m["mountPath"].startswith(root + "/")
+    ]
+
+
 def port_of(addr):
     return int(addr.rsplit(":", 1)[1])
 
@@ -126,17 +143,21 @@ def tls_paths(tls):
 
 def static_checks(conf, dep, pod, container):
     """Config vs. container spec, without running anything."""
+    secrets = secret_mounts(pod, container)
     data_folder = env_of(container, "OTS_DATA_FOLDER")
     if not data_folder:
         fail("takgate container has no OTS_DATA_FOLDER in its env (stream TLS defaults follow it)")
     else:
-        m = mount_for(container, data_folder)
-        if not m or m["mountPath"].rstrip("/") != data_folder.rstrip("/"):
-            fail(f"OTS_DATA_FOLDER={data_folder} is not a volumeMount of the takgate container")
-        elif not m.get("readOnly"):
-            fail(f"OTS's data folder {data_folder} is mounted read-write into takgate")
-        else:
-            ok(f"OTS_DATA_FOLDER={data_folder} is mounted read-only (volume {m['name']})")
+        # The whole folder, or (components/intermediate-signer) only parts of it: read-only.
+        mounts = data_mounts(container, data_folder)
+        if not mounts:
+            fail(f"OTS_DATA_FOLDER={data_folder}: nothing of it is mounted into the takgate container")
+        for m in mounts:
+            where = m["mountPath"] + (f" (subPath {m['subPath']})" if m.get("subPath") else "")
+            if not m.get("readOnly"):
+                fail(f"OTS's data folder: {where} is mounted read-write into takgate")
+            else:
+                ok(f"OTS's data folder: {where} is mounted read-only (volume {m['name']})")
 
     for h in conf.get("http", []):
         root = h.get("ui_root", "/var/www/html/opentakserver")
@@ -145,8 +166,10 @@ def static_checks(conf, dep, pod, container):
         for p in tls_paths(h.get("tls")):
             if not mount_for(container, p):
                 fail(f"[[http]] {h['name']}: TLS file {p} is not under a volumeMount")
-            elif data_folder and not p.startswith(data_folder.rstrip("/") + "/"):
-                fail(f"[[http]] {h['name']}: TLS file {p} is outside OTS_DATA_FOLDER")
+            elif data_folder and not any(
+                p.startswith(d.rstrip("/") + "/") for d in [data_folder, *secrets]
+            ):
+                fail(f"[[http]] {h['name']}: TLS file {p} is neither in OTS_DATA_FOLDER nor a Secret")
     for s in conf.get("stream", []):
         for p in tls_paths(s.get("tls")):
             if not mount_for(container, p):
@@ -178,6 +201,159 @@ def static_checks(conf, dep, pod, container):
     return listeners, declared, data_folder
 
 
+def is_ssl_eud_handler(c):
+    words = " ".join(c.get("command", []) + c.get("args", []))
+    return "eud_handler" in words and "--ssl" in words
+
+
+def reoriginate_checks(docs, pod, container, conf, data_folder):
+    """The wiring of every reoriginate listener: upstream, signer files, password Secret."""
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    ssl_handlers = [c for c in pod["containers"] if is_ssl_eud_handler(c)]
+    settings = {}
+    for d in docs:
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("ots-settings"):
+            settings = d.get("data", {})
+    for s in conf.get("stream", []):
+        if s.get("mode") != "reoriginate":
+            continue
+        name = f"[[stream]] {s['name']} (reoriginate)"
+        host, port = s["upstream"].rsplit(":", 1)
+        port = int(port)
+        if host not in ("127.0.0.1", "localhost", "[::1]"):
+            fail(f"{name}: upstream {s['upstream']} is not the pod's loopback")
+        owners = [
+            c for c in ssl_handlers
+            if any(p["containerPort"] == port for p in c.get("ports", []))
+        ]
+        if len(owners) != 1:
+            fail(
+                f"{name}: upstream port {port} is not the containerPort of exactly one "
+                f"`eud_handler --ssl` container (found {[c['name'] for c in ssl_handlers]})"
+            )
+        else:
+            ok(f"{name}: upstream port {port} is containerPort of {owners[0]['name']} (eud_handler --ssl)")
+            owner = owners[0]
+            probed = [
+                k for k in ("startupProbe", "readinessProbe", "livenessProbe")
+                if str(port) in " ".join(map(str, (owner.get(k) or {}).get("exec", {}).get("command", [])))
+            ]
+            if "readinessProbe" not in probed:
+                fail(f"{name}: {owner['name']}'s readinessProbe does not check port {port}")
+            if data_folder:
+                m = mount_for(owner, data_folder)
+                mine = {mm["name"] for mm in data_mounts(container, data_folder)}
+                if not m or mine != {m["name"]}:
+                    fail(f"{name}: {owner['name']} does not mount OTS's data folder {data_folder} "
+                         f"from the volume takgate reads OTS's files from ({sorted(mine)})")
+                else:
+                    ok(f"{name}: {owner['name']} and takgate share OTS's data folder (volume {m['name']})")
+        ots_port = settings.get("OTS_SSL_STREAMING_PORT")
+        if ots_port is None:
+            fail(f"{name}: ConfigMap ots-settings has no OTS_SSL_STREAMING_PORT")
+        elif int(ots_port) != port:
+            fail(f"{name}: upstream port {port} != OTS_SSL_STREAMING_PORT {ots_port} (what OTS binds)")
+        else:
+            ok(f"{name}: upstream port == OTS_SSL_STREAMING_PORT {ots_port}")
+        for svc in (d for d in docs if d["kind"] == "Service"):
+            for p in svc["spec"].get("ports", []):
+                tp = p.get("targetPort", p["port"])
+                names = {pp.get("name") for c in owners for pp in c.get("ports", []) if pp["containerPort"] == port}
+                if tp == port or tp in names:
+                    fail(f"{name}: Service {svc['metadata']['name']} routes to eud_handler --ssl's port {port}")
+
+        r = s.get("reoriginate", {}) or {}
+        # takgate's defaults: ca under $OTS_DATA_FOLDER, signer_cert = ca, signer_key beside ca.
+        files = {"ca": r.get("ca") or (data_folder and f"{data_folder.rstrip('/')}/ca/ca.pem")}
+        files["signer_cert"] = r.get("signer_cert") or files["ca"]
+        files["signer_key"] = r.get("signer_key") or (
+            files["ca"] and os.path.join(os.path.dirname(files["ca"]), "ca-do-not-share.key")
+        )
+        for key, path in files.items():
+            m = path and mount_for(container, path)
+            if not m:
+                fail(f"{name}: {key} {path} is not under a volumeMount of the takgate container")
+            elif not m.get("readOnly"):
+                fail(f"{name}: {key} {path} is on a read-write mount ({m['name']})")
+            else:
+                ok(f"{name}: {key} {path} mounted read-only (volume {m['name']})")
+        pw_file = r.get("signer_key_password_file")
+        pw_env = r.get("signer_key_password_env", "OTS_CA_PASSWORD")
+        ots_key = data_folder and f"{data_folder.rstrip('/')}/ca/ca-do-not-share.key"
+        if files["signer_key"] != ots_key:
+            # A dedicated signer (intermediate CA): OTS's own key must not be in reach at all.
+            m = ots_key and mount_for(container, ots_key)
+            if m:
+                fail(f"{name}: signs with {files['signer_key']}, yet OTS's CA key {ots_key} is "
+                     f"in takgate's filesystem (volume {m['name']})")
+            else:
+                ok(f"{name}: dedicated signer; OTS's CA key {ots_key} is not in takgate's filesystem")
+            continue
+        if pw_file:
+            m = mount_for(container, pw_file)
+            vol = vols.get(m["name"]) if m else None
+            if not vol or "secret" not in vol:
+                fail(f"{name}: signer_key_password_file {pw_file} is not on a Secret volume")
+            else:
+                key = pw_file[len(m["mountPath"].rstrip("/")) + 1 :]
+                items = {i["path"]: i["key"] for i in vol["secret"].get("items", [])}
+                others = [
+                    c["name"] for c in pod["containers"] + pod.get("initContainers", [])
+                    if c is not container and any(mm["name"] == vol["name"] for mm in c.get("volumeMounts", []))
+                ]
+                if items and key not in items:
+                    fail(f"{name}: Secret volume {vol['name']} has no item for {key}")
+                elif others:
+                    fail(f"{name}: the password's Secret volume {vol['name']} is also mounted into {others}")
+                else:
+                    ok(
+                        f"{name}: signer_key_password_file from Secret {vol['secret']['secretName']} "
+                        f"key {items.get(key, key)}, mounted into takgate alone"
+                    )
+        else:
+            e = next((e for e in container.get("env", []) if e["name"] == pw_env), None)
+            if e is None:
+                fail(f"{name}: no signer_key_password_file and no {pw_env} in takgate's env")
+            elif "secretKeyRef" not in (e.get("valueFrom") or {}):
+                fail(f"{name}: {pw_env} is not from a Secret (secretKeyRef)")
+            else:
+                ok(f"{name}: {pw_env} from Secret {e['valueFrom']['secretKeyRef']['name']}")
+        if any("PASSWORD" in str(a).upper() or "PASS:" in str(a).upper() for a in container.get("args", []) + container.get("command", [])):
+            fail(f"{name}: a password on takgate's command line")
+
+
+def secret_roles(conf, pki):
+    """Path in the pod -> test content, for every file the config names, by its key."""
+    def read(p):
+        with open(p) as f:
+            return f.read()
+    by_key = {
+        "cert": read(pki["server_cert"]), "key": read(pki["server_key"]),
+        "client_ca": read(pki["ca"]), "ca": read(pki["ca"]), "crl": read(pki["crl"]),
+        "signer_cert": read(pki["signer_cert"]), "signer_key": read(pki["signer_key"]),
+        "signer_key_password_file": CA_PASSWORD + "\n", "password_file": CA_PASSWORD + "\n",
+        "token_file": "drift-test-token\n",
+    }
+    out = {}
+    for kind in ("http", "stream"):
+        for item in conf.get(kind, []):
+            for section in (item.get("tls"), item.get("reoriginate"), item.get("identity")):
+                for key, value in (section or {}).items():
+                    if key in by_key and isinstance(value, str):
+                        out[value] = by_key[key]
+    return out
+
+
+def secret_mounts(pod, container):
+    """mountPath -> Secret volume, for the Secret volumes of the takgate container."""
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    return {
+        m["mountPath"]: vols[m["name"]]
+        for m in container.get("volumeMounts", [])
+        if "secret" in vols.get(m["name"], {})
+    }
+
+
 def parse_duration(text):
     m = re.fullmatch(r"(\d+)(ms|s|m|h)", text.strip())
     if not m:
@@ -191,6 +367,9 @@ def parse_duration(text):
 
 def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+CA_PASSWORD = "drift-" + os.urandom(8).hex()
 
 
 def make_pki(ots):
@@ -238,8 +417,42 @@ def make_pki(ots):
         "ca", "-config", "crl.cnf", "-gencrl", "-keyfile", "ca.key", "-cert", "ca.pem",
         "-out", "ca.crl", cwd=ca,
     )
+    # OTS's CA key: encrypted PKCS#8 (`openssl req -passout pass:$OTS_CA_PASSWORD`).
+    openssl(
+        "pkcs8", "-topk8", "-in", "ca.key", "-out", "ca-do-not-share.key",
+        "-passout", "pass:" + CA_PASSWORD, cwd=ca,
+    )
+    # A dedicated intermediate, made as deploy/README.md ("Signing with an intermediate CA")
+    # says: EC P-256, CA:TRUE pathlen:0, keyCertSign/cRLSign, clientAuth, signed with -passin file:.
+    inter = os.path.join(ca, "intermediate")
+    os.makedirs(inter, exist_ok=True)
+    with open(os.path.join(inter, "pass"), "w") as f:
+        f.write(CA_PASSWORD + "\n")
+    with open(os.path.join(inter, "signer.ext"), "w") as f:
+        f.write(
+            "basicConstraints = critical, CA:TRUE, pathlen:0\n"
+            "keyUsage = critical, keyCertSign, cRLSign\n"
+            "extendedKeyUsage = clientAuth\n"
+            "subjectKeyIdentifier = hash\n"
+            "authorityKeyIdentifier = keyid:always, issuer\n"
+        )
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", "intermediate/signer.key", cwd=ca)
+    openssl("req", "-new", "-key", "intermediate/signer.key", "-subj", "/CN=drift-test-signer",
+            "-out", "intermediate/signer.csr", cwd=ca)
+    openssl(
+        "x509", "-req", "-in", "intermediate/signer.csr", "-CA", "ca.pem",
+        "-CAkey", "ca-do-not-share.key", "-passin", "file:intermediate/pass", "-days", "90",
+        "-sha256", "-set_serial", "0x" + os.urandom(16).hex(), "-extfile", "intermediate/signer.ext",
+        "-out", "intermediate/signer.pem", cwd=ca,
+    )
     return {
         "ca": os.path.join(ca, "ca.pem"),
+        "crl": os.path.join(ca, "ca.crl"),
+        "signer_cert": os.path.join(inter, "signer.pem"),
+        "signer_key": os.path.join(inter, "signer.key"),
+        "server_cert": os.path.join(srv, "opentakserver.pem"),
+        "server_key": os.path.join(srv, "opentakserver.nopass.key"),
         "client_cert": os.path.join(cli, "drift-user.pem"),
         "client_key": os.path.join(cli, "drift-user.nopass.key"),
     }
@@ -312,6 +525,44 @@ class Sink(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), H)
 
 
+class SslSink(Sink):
+    """A fake `eud_handler --ssl`: OTS's server certificate, client certificates required
+    against OTS's CA (ssl.CERT_REQUIRED, as EudServerSSL does); records every byte and the
+    subject CN and issuer of each client certificate it accepted."""
+
+    def __init__(self, pki):
+        super().__init__()
+        self.peers = []
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_cert_chain(pki["server_cert"], pki["server_key"])
+        ctx.load_verify_locations(cafile=pki["ca"])
+        self.ctx = ctx
+        inner = self.RequestHandlerClass
+        sink = self
+
+        class H(inner):
+            def setup(self):
+                self.request.settimeout(10)
+                self.request = sink.ctx.wrap_socket(self.request, server_side=True)
+                cert = self.request.getpeercert()
+                subject = dict(x[0] for x in cert.get("subject", ()))
+                issuer = dict(x[0] for x in cert.get("issuer", ()))
+                with sink.lock:
+                    sink.peers.append((subject.get("commonName"), issuer.get("commonName")))
+
+            def handle(self):
+                try:
+                    super().handle()
+                except (OSError, ssl.SSLError):
+                    return
+
+        self.RequestHandlerClass = H
+
+    def handle_error(self, request, client_address):
+        pass  # a refused handshake is what some probes want
+
+
 def serve(server):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -320,16 +571,17 @@ def serve(server):
 # ---------------------------------------------------------------- rewrite
 
 
-def rewrite(text, data_folder, tmp_ots, ui_dir, api_url, sinks):
-    """Loopback :0 listeners, fake upstreams, temp OTS data folder. Textual, so the file under
-    test is the ConfigMap's own text with only these values changed."""
+def rewrite(text, data_folder, tmp_ots, ui_dir, api_url, sinks, make_sink, secret_dirs):
+    """Loopback :0 listeners, fake upstreams, temp OTS data folder, temp copies of the Secret
+    volumes. Textual, so the file under test is the ConfigMap's own text with only these values
+    changed."""
     out = re.sub(r'(?m)^(\s*listen\s*=\s*)"[^"]*"', r'\1"127.0.0.1:0"', text)
     out = re.sub(r'(?m)^(\s*url\s*=\s*)"http://127\.0\.0\.1:8081/?"', rf'\1"{api_url}"', out)
 
     def up(m):
         orig = m.group(2)
         if orig not in sinks:
-            sinks[orig] = serve(Sink())
+            sinks[orig] = serve(make_sink(orig))
         host, port = sinks[orig].server_address
         return f'{m.group(1)}"{host}:{port}"'
 
@@ -337,6 +589,8 @@ def rewrite(text, data_folder, tmp_ots, ui_dir, api_url, sinks):
     out = re.sub(r'(?m)^(\s*ui_root\s*=\s*)"[^"]*"', rf'\1"{ui_dir}"', out)
     if data_folder:
         out = out.replace(f'"{data_folder.rstrip("/")}/', f'"{tmp_ots}/')
+    for mount_path, tmp_dir in secret_dirs.items():
+        out = out.replace(f'"{mount_path.rstrip("/")}/', f'"{tmp_dir}/')
     return out
 
 
@@ -481,6 +735,19 @@ def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
                 (ok if got else fail)(
                     f"{name}: mutual TLS, CoT event relayed to the upstream ({mode}): {got}"
                 )
+                if mode == "reoriginate":
+                    with sink.lock:
+                        peers = list(sink.peers)
+                    r = item.get("reoriginate", {}) or {}
+                    # OTS's own key (the default) or a dedicated intermediate signer.
+                    dedicated = not r.get("signer_key", "/ca/ca-do-not-share.key").endswith(
+                        "/ca/ca-do-not-share.key"
+                    )
+                    want = ("drift-user", "drift-test-signer" if dedicated else "drift-test-CA")
+                    (ok if want in peers else fail)(
+                        f"{name}: fake eud_handler --ssl saw client certificates (CN, issuer) "
+                        f"{peers}, want {want}"
+                    )
                 # A client without a certificate must be refused (and counted).
                 try:
                     with socket.create_connection((h, int(p)), timeout=3) as raw:
@@ -516,6 +783,7 @@ def main():
     config_path, text = config_source(docs, pod, container)
     conf = tomllib.loads(text)
     listeners, declared, data_folder = static_checks(conf, dep, pod, container)
+    reoriginate_checks(docs, pod, container, conf, data_folder)
 
     os.makedirs(a.workdir, exist_ok=True)
     tmp_ots = os.path.join(a.workdir, "ots")
@@ -528,7 +796,27 @@ def main():
     api = serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeApi))
     api_url = f"http://127.0.0.1:{api.server_address[1]}"
     sinks = {}
-    new_text = rewrite(text, data_folder, tmp_ots, ui_dir, api_url, sinks)
+    modes = {s["upstream"]: s.get("mode", "terminate") for s in conf.get("stream", [])}
+
+    def make_sink(upstream):
+        return SslSink(pki) if modes.get(upstream) == "reoriginate" else Sink()
+
+    # Each Secret volume of the takgate container as a temporary folder, each file filled with
+    # the test material for the role the config gives its path.
+    secret_dirs = {}
+    roles = secret_roles(conf, pki)
+    for mount_path, vol in secret_mounts(pod, container).items():
+        d = os.path.join(a.workdir, "secrets", vol["name"])
+        os.makedirs(d, exist_ok=True)
+        for item in vol["secret"].get("items", []) or []:
+            path = f"{mount_path.rstrip('/')}/{item['path']}"
+            if path not in roles:
+                fail(f"Secret volume {vol['name']}: {path} is mounted into takgate but no config key uses it")
+                continue
+            with open(os.path.join(d, item["path"]), "w") as f:
+                f.write(roles[path])
+        secret_dirs[mount_path] = d
+    new_text = rewrite(text, data_folder, tmp_ots, ui_dir, api_url, sinks, make_sink, secret_dirs)
     new_conf = tomllib.loads(new_text)
     for kind in ("http", "stream"):
         for item in new_conf.get(kind, []):
@@ -551,6 +839,12 @@ def main():
         f.write(new_text)
 
     env = dict(os.environ, OTS_DATA_FOLDER=tmp_ots, RUST_LOG="warn")
+    for e in container.get("env", []):
+        if "secretKeyRef" in (e.get("valueFrom") or {}):
+            env[e["name"]] = CA_PASSWORD
+    left = [v for v in strings(new_conf) if any(v.startswith(m.rstrip("/") + "/") for m in secret_dirs)]
+    if left:
+        fail(f"rewritten config still names a Secret mount of the pod: {left}")
     r = subprocess.run(
         [a.takgate, "check", "--config", cfg], env=env, capture_output=True, text=True, timeout=30
     )

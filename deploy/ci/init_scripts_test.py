@@ -24,6 +24,7 @@ SECRETS = {
     "security-totp-secret": "JBSWY3DPEHPK3PXP",
     "node-id": "node0123456789abcdef",
     "postgres-password": "p@ss/w:rd %x",
+    "ca-password": "0123abcd0123abcd",
 }
 
 
@@ -65,6 +66,42 @@ def test_fresh_config_has_fixed_secrets_and_hosts(tmp):
     assert conf["OTS_RABBITMQ_SERVER_ADDRESS"] == "rabbitmq"
     assert conf["OTS_LISTENER_ADDRESS"] == "127.0.0.1" and conf["OTS_LISTENER_PORT"] == 8081
     assert conf["OTS_SSL_STREAMING_PORT"] == 31089 and conf["OTS_TCP_STREAMING_PORT"] == 8088
+    # takgate reads the same Secret key (signer_key_password_file) to open OTS's CA key.
+    assert conf["OTS_CA_PASSWORD"] == SECRETS["ca-password"]
+
+
+def make_ca_key(data, password):
+    """An encrypted PKCS#8 CA key where OTS keeps it, as `openssl req -passout` writes it."""
+    ca = os.path.join(data, "ca")
+    os.makedirs(ca, exist_ok=True)
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-aes-256-cbc", "-pass", "pass:" + password,
+         "-out", os.path.join(ca, "ca-do-not-share.key")],
+        check=True, capture_output=True, timeout=30,
+    )
+
+
+def test_existing_ca_key_opened_by_the_secret_passes(tmp):
+    data = os.path.join(tmp, "ots")
+    make_ca_key(data, SECRETS["ca-password"])
+    r = run(tmp, data=data)
+    assert r.returncode == 0, r.stderr
+    assert "OTS_CA_PASSWORD" in r.stdout and SECRETS["ca-password"] not in r.stdout + r.stderr
+
+
+def test_existing_ca_key_with_another_password_stops_the_pod(tmp):
+    data = os.path.join(tmp, "ots")
+    make_ca_key(data, "atakatak")
+    r = run(tmp, data=data)
+    assert r.returncode != 0 and "ca-password does not open" in r.stderr, (r.returncode, r.stderr)
+    assert not os.path.exists(os.path.join(data, "config.yml")), "config.yml written anyway"
+    assert SECRETS["ca-password"] not in r.stdout + r.stderr and "atakatak" in r.stderr
+
+
+def test_ca_password_a_shell_would_mangle_fails(tmp):
+    r = run(tmp, "--check", secrets=dict(SECRETS, **{"ca-password": "a b;rm -rf x"}))
+    assert r.returncode != 0 and "ca-password" in r.stderr and "a b;rm" not in r.stderr
 
 
 def test_rewrite_keeps_other_keys_and_is_private(tmp):

@@ -48,6 +48,8 @@ pub enum AppError {
     LocalAddr(std::io::Error),
     #[error("{key}: {reason}")]
     Identity { key: String, reason: String },
+    #[error("{key}: {reason}")]
+    Reoriginate { key: String, reason: String },
 }
 
 #[derive(Debug)]
@@ -134,7 +136,12 @@ impl App {
         let stream_metrics = StreamMetrics::register(&registry)?;
         let mut streams = Vec::with_capacity(config.stream.len());
         for (i, l) in config.stream.iter().enumerate() {
-            let gateway = stream::gateway_config(&format!("stream[{i}]"), l, &config.upstream.url)?;
+            let gateway = stream::gateway_config(
+                &format!("stream[{i}]"),
+                l,
+                &config.upstream.url,
+                &stream_metrics,
+            )?;
             streams.push(Arc::new(Gateway::new(
                 gateway,
                 &stream_metrics,
@@ -244,6 +251,19 @@ impl App {
                     "off"
                 },
             );
+            if let Some(r) = &g.reoriginate {
+                let c = r.config();
+                let _ = writeln!(
+                    out,
+                    "          reoriginate ca={} signer={} server_name={} lifetime={:?} renew_before={:?} signer_loaded={}",
+                    c.files.ca.display(),
+                    c.files.signer_cert.display(),
+                    c.server_name.to_str(),
+                    c.cert_lifetime,
+                    c.renew_before,
+                    r.is_ready(),
+                );
+            }
         }
         out
     }

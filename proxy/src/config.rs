@@ -278,6 +278,9 @@ pub enum StreamMode {
     /// validate CoT, relay to OTS's plain port.
     #[default]
     Terminate,
+    /// As terminate, then on to OTS's own SSL listener over TLS with a certificate for the
+    /// client's own CN, issued here and signed by OTS's CA: OTS sees the same user.
+    Reoriginate,
     /// Relay the client's TLS bytes untouched to OTS's own SSL listener.
     Passthrough,
     /// As terminate, opening the upstream connection with a PROXY v2 header.
@@ -327,6 +330,117 @@ pub struct StreamListenerConfig {
     pub require_cn: bool,
     #[serde(default)]
     pub identity: Option<IdentityConfig>,
+    /// Reoriginate mode's signing material and certificate policy (omitted: OTS's CA folder).
+    #[serde(default)]
+    pub reoriginate: Option<ReoriginateConfig>,
+}
+
+/// How reoriginate mode reaches OTS's own SSL listener as each client's user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReoriginateConfig {
+    /// OTS's CA certificate: verifies OTS's server certificate. Default
+    /// `$OTS_DATA_FOLDER/ca/ca.pem`.
+    pub ca: Option<PathBuf>,
+    /// The certificate that signs the per-user certificates: OTS's CA itself (the default), or
+    /// an intermediate CA it signed (sent to OTS after each leaf).
+    pub signer_cert: Option<PathBuf>,
+    /// Its private key, PKCS#8 PEM, encrypted or not. Default: `ca-do-not-share.key` beside
+    /// `ca`, as OTS writes it.
+    pub signer_key: Option<PathBuf>,
+    /// A file holding the key's password.
+    pub signer_key_password_file: Option<PathBuf>,
+    /// Otherwise, the environment variable holding it.
+    pub signer_key_password_env: String,
+    /// The name OTS's server certificate carries (a SAN, or the subject CN as OTS's own has).
+    pub server_name: String,
+    #[serde(with = "humantime_serde")]
+    pub cert_lifetime: Duration,
+    /// Renewed in the background once less than this is left.
+    #[serde(with = "humantime_serde")]
+    pub renew_before: Duration,
+    pub max_cached_certs: usize,
+    /// New certificates per second, and the burst: a flood of new CNs waits or is refused.
+    pub issue_rate: u32,
+}
+
+impl Default for ReoriginateConfig {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            signer_cert: None,
+            signer_key: None,
+            signer_key_password_file: None,
+            signer_key_password_env: "OTS_CA_PASSWORD".to_owned(),
+            server_name: "opentakserver".to_owned(),
+            cert_lifetime: Duration::from_secs(24 * 3600),
+            renew_before: Duration::from_secs(8 * 3600),
+            max_cached_certs: 10_000,
+            issue_rate: 20,
+        }
+    }
+}
+
+impl ReoriginateConfig {
+    /// OTS's CA certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca
+            .clone()
+            .unwrap_or_else(|| ots_data_folder().join("ca").join("ca.pem"))
+    }
+
+    pub fn signer_cert_path(&self) -> PathBuf {
+        self.signer_cert.clone().unwrap_or_else(|| self.ca_path())
+    }
+
+    pub fn signer_key_path(&self) -> PathBuf {
+        self.signer_key.clone().unwrap_or_else(|| {
+            self.ca_path()
+                .parent()
+                .map_or_else(PathBuf::new, Path::to_path_buf)
+                .join("ca-do-not-share.key")
+        })
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if rustls::pki_types::ServerName::try_from(self.server_name.as_str()).is_err() {
+            return Err(invalid(
+                format!("{key}.server_name"),
+                "not a DNS name or IP address",
+            ));
+        }
+        if self.cert_lifetime < Duration::from_secs(600) {
+            return Err(invalid(
+                format!("{key}.cert_lifetime"),
+                "must be at least 10m",
+            ));
+        }
+        if self.renew_before >= self.cert_lifetime {
+            return Err(invalid(
+                format!("{key}.renew_before"),
+                "must be shorter than cert_lifetime",
+            ));
+        }
+        if self.max_cached_certs == 0 {
+            return Err(invalid(
+                format!("{key}.max_cached_certs"),
+                "must be at least 1",
+            ));
+        }
+        if !(1..=10_000).contains(&self.issue_rate) {
+            return Err(invalid(
+                format!("{key}.issue_rate"),
+                "must be between 1 and 10000 per second",
+            ));
+        }
+        if self.signer_key_password_env.is_empty() {
+            return Err(invalid(
+                format!("{key}.signer_key_password_env"),
+                "must name an environment variable",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// When OTS cannot be asked who is active.
@@ -503,6 +617,7 @@ fn default_stream_listeners() -> Vec<StreamListenerConfig> {
         on_malformed: MalformedConfig::Drop,
         require_cn: true,
         identity: None,
+        reoriginate: None,
     }]
 }
 
@@ -682,6 +797,19 @@ impl Config {
             if let Some(tls) = &mut l.tls {
                 fix_tls(tls);
             }
+            if let Some(r) = &mut l.reoriginate {
+                for p in [
+                    &mut r.ca,
+                    &mut r.signer_cert,
+                    &mut r.signer_key,
+                    &mut r.signer_key_password_file,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    fix(p);
+                }
+            }
             if let Some(id) = &mut l.identity {
                 for p in [&mut id.token_file, &mut id.password_file]
                     .into_iter()
@@ -731,6 +859,20 @@ impl Config {
         for (i, l) in self.stream.iter().enumerate() {
             if let Some(tls) = l.effective_tls() {
                 missing_tls_files(&mut out, &format!("stream[{i}].tls"), &tls);
+            }
+            if let Some(r) = l.effective_reoriginate() {
+                let files = [
+                    ("ca", r.ca_path()),
+                    ("signer_cert", r.signer_cert_path()),
+                    ("signer_key", r.signer_key_path()),
+                ];
+                for (field, path) in files.into_iter().filter(|(_, p)| !p.exists()) {
+                    out.push(format!(
+                        "stream[{i}].reoriginate.{field}: {} does not exist yet; the listener \
+                         refuses connections until it does",
+                        path.display()
+                    ));
+                }
             }
         }
         out
@@ -845,6 +987,11 @@ impl StreamListenerConfig {
         }
     }
 
+    /// Reoriginate mode's settings: its own section, or OTS's CA folder.
+    pub fn effective_reoriginate(&self) -> Option<ReoriginateConfig> {
+        (self.mode == StreamMode::Reoriginate).then(|| self.reoriginate.clone().unwrap_or_default())
+    }
+
     /// Client certificates are required on stream listeners unless said otherwise.
     pub fn client_auth(tls: &TlsConfig) -> ClientAuthConfig {
         tls.client_auth.unwrap_or(ClientAuthConfig::Required)
@@ -903,12 +1050,31 @@ impl StreamListenerConfig {
                 ("idle_timeout", self.idle_timeout),
             ],
         )?;
+        match (&self.reoriginate, self.mode) {
+            (Some(r), StreamMode::Reoriginate) => r.validate(&format!("{key}.reoriginate"))?,
+            (Some(_), _) => {
+                return Err(invalid(
+                    format!("{key}.reoriginate"),
+                    "only mode = \"reoriginate\" uses it",
+                ))
+            }
+            (None, _) => {}
+        }
+        if self.mode == StreamMode::Reoriginate && !self.require_cn {
+            return Err(invalid(
+                format!("{key}.require_cn"),
+                "reoriginate reaches OTS as the client's CN: a client without one cannot be relayed",
+            ));
+        }
         if let Some(id) = &self.identity {
             let key = format!("{key}.identity");
-            if !matches!(self.mode, StreamMode::Terminate | StreamMode::ProxyProtocol) {
+            if !matches!(
+                self.mode,
+                StreamMode::Terminate | StreamMode::Reoriginate | StreamMode::ProxyProtocol
+            ) {
                 return Err(invalid(
                     &key,
-                    "only terminate and proxy-protocol modes see the client certificate",
+                    "only terminate, reoriginate and proxy-protocol modes see the client certificate",
                 ));
             }
             match (&id.token_file, &id.username, &id.password_file) {

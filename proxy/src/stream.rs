@@ -5,14 +5,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cot::framer::{FramerConfig, MalformedPolicy};
-use cot::gateway::{GatewayConfig, Mode};
+use cot::gateway::{GatewayConfig, Mode, StreamMetrics};
 use cot::identity::{ActiveUsers, Credentials, IdentityConfig as CotIdentity, Unavailable};
+use cot::reoriginate::{KeyPassword, Reoriginator, SignerFiles};
 use cot::tls::ReloadableTls;
 use http::Uri;
+use rustls::pki_types::ServerName;
 
 use crate::app::{listener_tls_settings, AppError};
 use crate::config::{
-    IdentityConfig, MalformedConfig, StreamListenerConfig, StreamMode, UnavailableConfig,
+    IdentityConfig, MalformedConfig, ReoriginateConfig, StreamListenerConfig, StreamMode,
+    UnavailableConfig,
 };
 
 /// A stream listener's gateway settings, built from its config.
@@ -20,6 +23,7 @@ pub fn gateway_config(
     key: &str,
     l: &StreamListenerConfig,
     api: &Uri,
+    metrics: &StreamMetrics,
 ) -> Result<GatewayConfig, AppError> {
     let tls = match l.effective_tls() {
         None => None,
@@ -38,11 +42,16 @@ pub fn gateway_config(
         .as_ref()
         .map(|id| active_users(&format!("{key}.identity"), id, api))
         .transpose()?;
+    let reoriginate = l
+        .effective_reoriginate()
+        .map(|r| reoriginator(&format!("{key}.reoriginate"), l, &r, metrics))
+        .transpose()?;
     Ok(GatewayConfig {
         name: l.name.clone(),
         upstream: l.upstream.clone(),
         mode: match l.mode {
             StreamMode::Terminate => Mode::Terminate,
+            StreamMode::Reoriginate => Mode::Reoriginate,
             StreamMode::Passthrough => Mode::Passthrough,
             StreamMode::ProxyProtocol => Mode::ProxyProtocol,
             StreamMode::Raw => Mode::Raw,
@@ -64,7 +73,46 @@ pub fn gateway_config(
         },
         require_cn: l.require_cn,
         identity,
+        reoriginate,
     })
+}
+
+/// The signer is loaded here, before any port is bound: a wrong key or password stops startup
+/// with the key named. Files OTS has not written yet are waited for.
+fn reoriginator(
+    key: &str,
+    l: &StreamListenerConfig,
+    r: &ReoriginateConfig,
+    metrics: &StreamMetrics,
+) -> Result<Arc<Reoriginator>, AppError> {
+    let password = match &r.signer_key_password_file {
+        Some(file) => KeyPassword::File(file.clone()),
+        None => KeyPassword::Env(r.signer_key_password_env.clone()),
+    };
+    let config = cot::reoriginate::ReoriginateConfig {
+        files: SignerFiles {
+            ca: r.ca_path(),
+            signer_cert: r.signer_cert_path(),
+            signer_key: r.signer_key_path(),
+            password,
+        },
+        server_name: ServerName::try_from(r.server_name.clone()).map_err(|e| {
+            AppError::Reoriginate {
+                key: format!("{key}.server_name"),
+                reason: e.to_string(),
+            }
+        })?,
+        cert_lifetime: r.cert_lifetime,
+        renew_before: r.renew_before,
+        max_cached: r.max_cached_certs,
+        issue_rate: r.issue_rate,
+    };
+    Reoriginator::new(config, metrics.issue(&l.name))
+        .map(Arc::new)
+        .map_err(|e| AppError::Reoriginate {
+            key: format!("{key}.{}", e.field()),
+            reason: e.to_string(),
+        })
 }
 
 fn active_users(key: &str, id: &IdentityConfig, api: &Uri) -> Result<ActiveUsers, AppError> {

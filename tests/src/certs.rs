@@ -242,6 +242,25 @@ impl TestPki {
         out
     }
 
+    /// Writes the CA's private key (PKCS#8 PEM, unencrypted) beside its certificate, for a
+    /// reoriginate listener to sign with; returns its path.
+    pub fn write_ca_key(&self) -> PathBuf {
+        let path = self.dir.path().join("ca.key");
+        write(&path, &self.issuer.key().serialize_pem());
+        path
+    }
+
+    /// A server certificate as OTS issues its own (`certificate_authority.py`, `server`
+    /// extensions): subject CN `cn`, no subjectAltName, `clientAuth` and `serverAuth`.
+    pub fn issue_ots_server(&self, cn: &str) -> IssuedCert {
+        self.issue_client_with(cn, |p| {
+            p.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ];
+        })
+    }
+
     /// Settings for a takgate listener serving this PKI's server certificate and
     /// verifying clients against its CA.
     pub fn server_settings(&self, client_auth: ClientAuth) -> TlsSettings {

@@ -5,19 +5,14 @@ use std::time::Duration;
 
 use takgate_tests::certs::{other_ca_client, TestPki};
 use takgate_tests::client::{read_until, within};
-use takgate_tests::cot::{stream_config, tls_connect, CotUpstream};
+use takgate_tests::cot::{closed, read_n, stream_config, tls_connect, CotUpstream, PING, SPOT};
 use takgate_tests::proxy::{base_config, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-const SPOT: &[u8] = include_bytes!("../../cot/tests/fixtures/cot/marker-spot.cot");
 const ROUTE: &[u8] = include_bytes!("../../cot/tests/fixtures/cot/route.cot");
 const TELESTRATION: &[u8] = include_bytes!("../../cot/tests/fixtures/cot/telestration.cot");
-const PING: &[u8] =
-    b"<event version=\"2.0\" uid=\"ANDROID-1-ping\" type=\"t-x-c-t\" how=\"h-g-i-g-o\" \
-time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" stale=\"2026-11-26T10:00:10Z\">\
-<point lat=\"0\" lon=\"0\" hae=\"0\" ce=\"9999999\" le=\"9999999\"/><detail/></event>";
 
 struct Setup {
     pki: TestPki,
@@ -35,19 +30,6 @@ async fn setup(mode: &str, extra: &str) -> Setup {
     );
     let proxy = TestProxy::start(&config).await;
     Setup { pki, up, proxy }
-}
-
-/// Reads exactly `n` bytes.
-async fn read_n(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    within(s.read_exact(&mut buf)).await.unwrap();
-    buf
-}
-
-/// Whether the peer closed (or reset) the stream, reading with a deadline.
-async fn closed(s: &mut (impl AsyncReadExt + Unpin)) -> bool {
-    let mut buf = [0u8; 64];
-    matches!(within(s.read(&mut buf)).await, Ok(0) | Err(_))
 }
 
 #[tokio::test(flavor = "multi_thread")]

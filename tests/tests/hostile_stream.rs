@@ -16,18 +16,13 @@ use std::time::Duration;
 
 use takgate_tests::certs::{IssuedCert, TestPki};
 use takgate_tests::client::{closes, connect, read_response, within};
-use takgate_tests::cot::{stream_config, tls_connect, CotUpstream};
+use takgate_tests::cot::{read_n, stream_config, tls_connect, CotUpstream, PING, SPOT};
 use takgate_tests::proxy::{base_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-const PING: &[u8] =
-    b"<event version=\"2.0\" uid=\"ANDROID-1-ping\" type=\"t-x-c-t\" how=\"h-g-i-g-o\" \
-time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" stale=\"2026-11-26T10:00:10Z\">\
-<point lat=\"0\" lon=\"0\" hae=\"0\" ce=\"9999999\" le=\"9999999\"/><detail/></event>";
-const SPOT: &[u8] = include_bytes!("../../cot/tests/fixtures/cot/marker-spot.cot");
 /// The stream listeners' frame limit here: small, so oversized frames are quick to send.
 const MAX_FRAME: usize = 64 * 1024;
 
@@ -457,12 +452,6 @@ async fn cot() -> Cot {
         bystander,
         bystander_up,
     }
-}
-
-async fn read_n(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    within(s.read_exact(&mut buf)).await.unwrap();
-    buf
 }
 
 /// Everything `s` sends until it closes (bounded by the step deadline of each read).

@@ -29,6 +29,9 @@ pub struct StreamMetrics {
     relay_seconds: HistogramVec,
     upstream_connect_failures: IntCounterVec,
     closed: IntCounterVec,
+    certs_issued: IntCounterVec,
+    cert_issue_seconds: HistogramVec,
+    certs_cached: IntGaugeVec,
 }
 
 /// Per-listener handles, resolved once so the relay's hot path does no label lookups.
@@ -139,8 +142,34 @@ impl StreamMetrics {
                 ),
                 &["listener", "reason"],
             )?,
+            certs_issued: IntCounterVec::new(
+                Opts::new(
+                    "takgate_stream_certs_issued_total",
+                    "Client certificates issued to reach OTS as the client's user (reoriginate \
+                     mode), renewals included.",
+                ),
+                &["listener"],
+            )?,
+            cert_issue_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "takgate_stream_cert_issue_duration_seconds",
+                    "Time to issue one client certificate (key generation and signature).",
+                )
+                .buckets(HANDSHAKE_BUCKETS.to_vec()),
+                &["listener"],
+            )?,
+            certs_cached: IntGaugeVec::new(
+                Opts::new(
+                    "takgate_stream_certs_cached",
+                    "Issued client certificates held in memory, one per CN.",
+                ),
+                &["listener"],
+            )?,
         };
         registry.register(Box::new(m.connections_open.clone()))?;
+        registry.register(Box::new(m.certs_issued.clone()))?;
+        registry.register(Box::new(m.cert_issue_seconds.clone()))?;
+        registry.register(Box::new(m.certs_cached.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.handshake_seconds.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
@@ -170,6 +199,15 @@ impl StreamMetrics {
                 .bytes
                 .with_label_values(&[listener, Direction::ToClient.as_str()]),
             relay_seconds: self.relay_seconds.with_label_values(&[listener]),
+        }
+    }
+
+    /// The certificate-issuing metrics of a reoriginate listener.
+    pub fn issue(&self, listener: &str) -> crate::reoriginate::IssueMetrics {
+        crate::reoriginate::IssueMetrics {
+            issued: self.certs_issued.with_label_values(&[listener]),
+            seconds: self.cert_issue_seconds.with_label_values(&[listener]),
+            cached: self.certs_cached.with_label_values(&[listener]),
         }
     }
 }

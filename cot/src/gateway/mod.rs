@@ -3,6 +3,8 @@
 //!
 //! Modes:
 //! - `terminate`: TLS ends here; CoT is framed and validated on its way to OTS's plain port.
+//! - `reoriginate`: as terminate, but on to OTS's own SSL listener over TLS, presenting a
+//!   certificate for the client's own CN (`crate::reoriginate`): OTS sees the same user.
 //! - `passthrough`: the client's TLS bytes go untouched to OTS's own SSL listener.
 //! - `proxy-protocol`: as terminate, with a PROXY v2 header (client address, SSL TLVs, CN) first.
 //! - `raw`: TLS ends here, bytes are relayed unframed (MQTT, RTSP, RTMP).
@@ -21,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::framer::FramerConfig;
 use crate::identity::{ActiveUsers, Decision};
+use crate::reoriginate::Reoriginator;
 use crate::tls::ReloadableTls;
 
 pub use metrics::{ListenerMetrics, StreamMetrics};
@@ -28,6 +31,7 @@ pub use metrics::{ListenerMetrics, StreamMetrics};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Terminate,
+    Reoriginate,
     Passthrough,
     ProxyProtocol,
     Raw,
@@ -37,6 +41,7 @@ impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Terminate => "terminate",
+            Mode::Reoriginate => "reoriginate",
             Mode::Passthrough => "passthrough",
             Mode::ProxyProtocol => "proxy-protocol",
             Mode::Raw => "raw",
@@ -45,7 +50,10 @@ impl Mode {
 
     /// Whether the client's CoT is framed and validated on the way.
     fn framed(self) -> bool {
-        matches!(self, Mode::Terminate | Mode::ProxyProtocol)
+        matches!(
+            self,
+            Mode::Terminate | Mode::Reoriginate | Mode::ProxyProtocol
+        )
     }
 }
 
@@ -72,6 +80,8 @@ pub struct GatewayConfig {
     pub require_cn: bool,
     /// Check the CN against OTS's active users, and close sessions of users who become inactive.
     pub identity: Option<ActiveUsers>,
+    /// Reoriginate mode: the certificates that reach OTS as each client's user.
+    pub reoriginate: Option<Arc<Reoriginator>>,
 }
 
 /// A stream listener, shared by its connections.
@@ -234,6 +244,31 @@ impl Gateway {
                 return;
             }
         }
+        if let Some(reoriginate) = &self.config.reoriginate {
+            // The client config first: a refusal for want of a certificate opens nothing at OTS.
+            let upstream_tls = match self.upstream_tls(reoriginate, &peer, tls.get_ref().1).await {
+                Ok(config) => config,
+                Err(reason) => {
+                    self.metrics.refused(reason);
+                    tracing::info!(listener = %name, client = %addr, cn = ?peer.cn, reason, "connection refused");
+                    return;
+                }
+            };
+            let Some(upstream) = self.connect_upstream(addr).await else {
+                return;
+            };
+            let Some(upstream) = self
+                .upstream_handshake(reoriginate, upstream_tls, upstream, addr)
+                .await
+            else {
+                return;
+            };
+            tracing::debug!(listener = %name, client = %addr, cn = ?peer.cn, "session started");
+            let reason = relay::framed(self, tls, upstream, &peer).await;
+            self.metrics.closed(reason);
+            tracing::debug!(listener = %name, client = %addr, reason, "session ended");
+            return;
+        }
         let Some(mut upstream) = self.connect_upstream(addr).await else {
             return;
         };
@@ -254,9 +289,58 @@ impl Gateway {
         tracing::debug!(listener = %name, client = %addr, reason, "session ended");
     }
 
+    /// The TLS client config that reaches OTS as the client's own CN.
+    async fn upstream_tls(
+        &self,
+        reoriginate: &Arc<Reoriginator>,
+        peer: &Peer,
+        conn: &rustls::ServerConnection,
+    ) -> Result<Arc<rustls::ClientConfig>, &'static str> {
+        // `admit` refused a client without exactly one non-empty CN.
+        let cn = peer.cn.as_deref().ok_or("no_cn")?;
+        let value = crate::tls::peer_leaf(conn)
+            .and_then(|der| crate::reoriginate::subject_cn(der))
+            .ok_or("no_cn")?;
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        reoriginate
+            .client_config(cn, &value, deadline)
+            .await
+            .map_err(|e| e.reason())
+    }
+
+    /// The TLS handshake with OTS's SSL listener, within the connect timeout.
+    async fn upstream_handshake(
+        &self,
+        reoriginate: &Reoriginator,
+        config: Arc<rustls::ClientConfig>,
+        upstream: TcpStream,
+        client: SocketAddr,
+    ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let server_name = reoriginate.config().server_name.clone();
+        let outcome = tokio::time::timeout(
+            self.config.connect_timeout,
+            connector.connect(server_name, upstream),
+        )
+        .await;
+        let error = match outcome {
+            Ok(Ok(tls)) => return Some(tls),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "TLS handshake timed out".to_owned(),
+        };
+        self.record_upstream(Err(format!("TLS: {error}")));
+        self.metrics.upstream_connect_failures.inc();
+        self.metrics.refused("upstream_tls");
+        tracing::warn!(listener = %self.config.name, client = %client, upstream = %self.config.upstream, error, "TLS to the upstream failed; closing the client");
+        None
+    }
+
     /// The identity decision, as OTS's own SSL listener makes it, and stricter.
     async fn admit(&self, peer: &Peer) -> Result<(), &'static str> {
-        let needs_cn = self.config.require_cn || self.config.identity.is_some();
+        // Reoriginating needs a CN to reach OTS with.
+        let needs_cn = self.config.require_cn
+            || self.config.identity.is_some()
+            || self.config.reoriginate.is_some();
         let Some(cn) = peer.cn.as_deref() else {
             return if needs_cn && peer.cert_presented {
                 Err("no_cn")

@@ -82,14 +82,10 @@ where
 }
 
 /// Relays CoT framed both ways, closing the session if its user stops being active.
-pub(super) async fn framed<C>(
-    gw: &Gateway,
-    client: C,
-    upstream: TcpStream,
-    peer: &Peer,
-) -> &'static str
+pub(super) async fn framed<C, U>(gw: &Gateway, client: C, upstream: U, peer: &Peer) -> &'static str
 where
     C: AsyncRead + AsyncWrite + Send + Unpin,
+    U: Upstream,
 {
     run(gw, client, upstream, Some(peer)).await
 }
@@ -114,13 +110,14 @@ pub(super) async fn send_proxy_header(
     upstream.write_all(&header).await
 }
 
-async fn run<C>(gw: &Gateway, client: C, upstream: TcpStream, peer: Option<&Peer>) -> &'static str
+async fn run<C, U>(gw: &Gateway, client: C, upstream: U, peer: Option<&Peer>) -> &'static str
 where
     C: AsyncRead + AsyncWrite + Send + Unpin,
+    U: Upstream,
 {
     let session = Arc::new(Session::new());
     let (client_r, client_w) = tokio::io::split(client);
-    let (upstream_r, upstream_w) = upstream.into_split();
+    let (upstream_r, upstream_w) = upstream.split();
     // What OTS sends is only delimited: validating it costs about as much as relaying it, and
     // the client-to-OTS direction, where hostile input comes from, keeps full validation.
     let framers = peer.map(|_| {
@@ -306,6 +303,14 @@ fn take_frames(
             (Direction::ToUpstream, Some(Negotiation::Request)) => {
                 session.proto_requested.store(true, Ordering::Release);
             }
+            // Only a server announces versions or answers a request. OTS relays what a client
+            // writes to every other client, so a client's forged grant would switch (and break)
+            // a session that is waiting for OTS's answer: such frames never reach OTS.
+            (Direction::ToUpstream, Some(Negotiation::Support | Negotiation::Response { .. })) => {
+                metrics.frame_error(direction, "forged_control");
+                tracing::info!(listener = %gw.config.name, kind = frame.negotiation().map(Negotiation::cot_type), "client sent a server's protocol negotiation message; dropped");
+                continue;
+            }
             // Before the grant reaches the client: the client's next bytes are protobuf.
             (Direction::ToClient, Some(Negotiation::Response { accepted: true }))
                 if session.proto_requested.load(Ordering::Acquire) =>
@@ -316,6 +321,31 @@ fn take_frames(
         }
         frames.inc(metrics, direction, frame.class().as_str());
         out.push(frame.into_bytes());
+    }
+}
+
+/// The connection to OTS: plain TCP, or TLS in reoriginate mode.
+pub(super) trait Upstream {
+    type Read: Source;
+    type Write: AsyncWrite + Unpin;
+    fn split(self) -> (Self::Read, Self::Write);
+}
+
+impl Upstream for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+
+    fn split(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl Upstream for tokio_rustls::client::TlsStream<TcpStream> {
+    type Read = ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
     }
 }
 

@@ -7,12 +7,18 @@ script writes it first, every start:
 - keys it manages come from the environment (ConfigMap ots-settings) and from the files of
   Secret ots-secrets (mounted at $OTS_SECRETS_DIR), so SECRET_KEY, the password salt and the
   TOTP secret stay the same across restarts and users stay logged in;
+- OTS_CA_PASSWORD (the password of OTS's CA key ca/ca-do-not-share.key, which takgate also
+  reads from the same Secret to sign re-originated connections) comes from the Secret too. If
+  the CA key already exists, the password must open it (checked with `openssl pkey`, which the
+  OTS image ships): otherwise OTS could sign no certificate and takgate would not start, so the
+  pod stops here with a message naming the fix;
 - every other key already in the file (set through the UI or by hand) is kept.
 
 Run it with --check FILE to print what it would write without a data folder (used by tests).
 """
 
 import os
+import subprocess
 import sys
 import tempfile
 import urllib.parse
@@ -23,7 +29,11 @@ SECRET_KEYS = {
     # config.yml key: file in the Secret
     "SECRET_KEY": "secret-key",
     "SECURITY_PASSWORD_SALT": "security-password-salt",
+    "OTS_CA_PASSWORD": "ca-password",
 }
+# OTS passes OTS_CA_PASSWORD to openssl through a shell (`-passout pass:...`, shell=True):
+# anything beyond these characters would break or be interpreted by the shell.
+CA_PASSWORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-=@%,:")
 INT_KEYS = (
     "OTS_LISTENER_PORT",
     "OTS_TCP_STREAMING_PORT",
@@ -62,6 +72,11 @@ def managed(secrets_dir):
     conf["SQLALCHEMY_DATABASE_URI"] = (
         f"postgresql+psycopg://{user}:{password}@{need_env('OTS_DB_HOST')}/{need_env('OTS_DB_NAME')}"
     )
+    if not set(conf["OTS_CA_PASSWORD"]) <= CA_PASSWORD_CHARS:
+        sys.exit(
+            "write_config: secret ca-password has characters OTS cannot pass to openssl "
+            "(it uses a shell); use letters, digits and ._+-=@%,: only"
+        )
     for key in STR_KEYS:
         conf[key] = need_env(key)
     for key in INT_KEYS:
@@ -71,6 +86,27 @@ def managed(secrets_dir):
         except ValueError:
             sys.exit(f"write_config: {key}={raw!r} is not a port number")
     return conf
+
+
+def check_ca_password(data, secrets_dir):
+    """Exit if OTS's CA key exists and the Secret's ca-password does not open it."""
+    key = os.path.join(data, "ca", "ca-do-not-share.key")
+    if not os.path.exists(key):
+        return  # OTS creates the CA, with this password, on its first start
+    try:
+        r = subprocess.run(
+            ["openssl", "pkey", "-in", key, "-noout",
+             "-passin", "file:" + os.path.join(secrets_dir, "ca-password")],
+            capture_output=True, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        sys.exit(f"write_config: cannot run openssl to check the CA key's password: {e}")
+    if r.returncode != 0:
+        sys.exit(
+            f"write_config: secret ca-password does not open {key}: set it to the password the "
+            "CA was created with (OTS's default is atakatak) with `kubectl -n tak patch secret "
+            "ots-secrets`, see deploy/README.md"
+        )
 
 
 def main(argv):
@@ -91,6 +127,7 @@ def main(argv):
     if argv[1:2] == ["--check"]:
         sys.stdout.write(text)
         return 0
+    check_ca_password(data, secrets_dir)
     os.makedirs(data, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".config.yml.", dir=data)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

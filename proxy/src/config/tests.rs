@@ -993,3 +993,89 @@ fn missing_tls_files_are_warned_about_with_their_key() {
         "{w:?}"
     );
 }
+
+// === reoriginate ===
+
+fn reoriginate_with(extra: &str) -> String {
+    format!(
+        "[[stream]]\nname = \"cot\"\nlisten = \"0.0.0.0:8089\"\nupstream = \"127.0.0.1:8099\"\n\
+         mode = \"reoriginate\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn reoriginate_defaults_to_otss_ca_folder_and_a_day_long_certificate() {
+    let c = Config::parse(&reoriginate_with("")).unwrap();
+    let l = &c.stream[0];
+    assert_eq!(l.mode, StreamMode::Reoriginate);
+    let r = l.effective_reoriginate().unwrap();
+    let ca = ots_data_folder().join("ca");
+    assert_eq!(r.ca_path(), ca.join("ca.pem"));
+    assert_eq!(r.signer_cert_path(), ca.join("ca.pem"));
+    assert_eq!(r.signer_key_path(), ca.join("ca-do-not-share.key"));
+    assert_eq!(r.signer_key_password_env, "OTS_CA_PASSWORD");
+    assert_eq!(r.server_name, "opentakserver");
+    assert_eq!(r.cert_lifetime, Duration::from_secs(86_400));
+    assert_eq!(r.renew_before, Duration::from_secs(8 * 3600));
+    assert_eq!(r.max_cached_certs, 10_000);
+    assert_eq!(r.issue_rate, 20);
+    // terminate has no reoriginate settings at all.
+    let t = Config::parse(&reoriginate_with("").replace("reoriginate", "terminate")).unwrap();
+    assert!(t.stream[0].effective_reoriginate().is_none());
+}
+
+#[test]
+fn reoriginate_keys_parse_and_a_signer_key_defaults_beside_its_ca() {
+    let c = Config::parse(&reoriginate_with(
+        "[stream.reoriginate]\nca = \"/ots/ca/ca.pem\"\nsigner_key_password_file = \"/run/secrets/pw\"\n\
+         server_name = \"ots.internal\"\ncert_lifetime = \"12h\"\nrenew_before = \"4h\"\n\
+         max_cached_certs = 500\nissue_rate = 5\n",
+    ))
+    .unwrap();
+    let r = c.stream[0].effective_reoriginate().unwrap();
+    assert_eq!(
+        r.signer_key_path(),
+        PathBuf::from("/ots/ca/ca-do-not-share.key")
+    );
+    assert_eq!(r.signer_cert_path(), PathBuf::from("/ots/ca/ca.pem"));
+    assert_eq!(
+        r.signer_key_password_file,
+        Some(PathBuf::from("/run/secrets/pw"))
+    );
+    assert_eq!(r.cert_lifetime, Duration::from_secs(12 * 3600));
+    assert_eq!((r.max_cached_certs, r.issue_rate), (500, 5));
+}
+
+#[test]
+fn bad_reoriginate_settings_name_their_key() {
+    let section = |body: &str| reoriginate_with(&format!("[stream.reoriginate]\n{body}\n"));
+    assert_rejected(
+        &section("cert_lifetime = \"5m\""),
+        &["stream[0].reoriginate.cert_lifetime"],
+    );
+    assert_rejected(
+        &section("cert_lifetime = \"1h\"\nrenew_before = \"1h\""),
+        &["stream[0].reoriginate.renew_before"],
+    );
+    assert_rejected(
+        &section("issue_rate = 0"),
+        &["stream[0].reoriginate.issue_rate"],
+    );
+    assert_rejected(
+        &section("max_cached_certs = 0"),
+        &["stream[0].reoriginate.max_cached_certs"],
+    );
+    assert_rejected(
+        &section("server_name = \"not a name\""),
+        &["stream[0].reoriginate.server_name"],
+    );
+    assert_rejected(&section("password = \"x\""), &["unknown field", "password"]);
+    assert_rejected(
+        &reoriginate_with("require_cn = false"),
+        &["stream[0].require_cn", "CN"],
+    );
+    assert_rejected(
+        &reoriginate_with("[stream.reoriginate]\n").replace("\"reoriginate\"\n", "\"terminate\"\n"),
+        &["stream[0].reoriginate", "only mode"],
+    );
+}
