@@ -53,6 +53,8 @@ pub struct SinkStats {
     pub connections: AtomicU64,
     pub open: AtomicU64,
     pub tls_errors: AtomicU64,
+    /// TLS sessions resumed rather than fully negotiated.
+    pub tls_resumed: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// CoT frames read.
@@ -73,6 +75,7 @@ pub struct SinkSummary {
     pub connections: u64,
     pub open: u64,
     pub tls_errors: u64,
+    pub tls_resumed: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub frames: u64,
@@ -91,6 +94,7 @@ impl SinkStats {
             connections: g(&self.connections),
             open: g(&self.open),
             tls_errors: g(&self.tls_errors),
+            tls_resumed: g(&self.tls_resumed),
             bytes_in: g(&self.bytes_in),
             bytes_out: g(&self.bytes_out),
             frames: g(&self.frames),
@@ -348,6 +352,9 @@ async fn serve(tcp: tokio::net::TcpStream, acceptor: Option<tokio_rustls::TlsAcc
         Some(acceptor) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
+                    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        add(&c.stats.tls_resumed, 1);
+                    }
                     if c.ots {
                         record_cn(tls.get_ref().1, &c.stats);
                     }
