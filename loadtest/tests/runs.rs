@@ -250,6 +250,8 @@ async fn cot_to_an_ots_tls_sink_directly_and_through_a_tcp_relay() {
         ["loadtest-1", "loadtest-2", "loadtest-3"].map(String::from)
     );
     assert!(seen.tls_errors >= 2, "{seen:?}");
+    // loadtest's clients do full handshakes unless --resume.
+    assert_eq!(seen.tls_resumed, 0);
 }
 
 #[tokio::test]
