@@ -152,6 +152,11 @@ pub struct StreamArgs {
     /// After sending stops, how long to wait for outstanding echoes.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// Once every connection is set up, hold them idle this long before the send phase (not
+    /// measured): lets a proxy finish what it does after the client's handshake (takgate's
+    /// reoriginate mode connects to its upstream then) before latency counts.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -109,6 +109,29 @@ async fn cot_max_rate_keeps_a_window_per_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cot_settle_holds_the_connections_before_the_send_phase() {
+    let s = sink("--echo").await;
+    let addr = s.addr.to_string();
+    let t0 = std::time::Instant::now();
+    let r = run_ok(&format!(
+        "cot --plain --target {addr} -n 3 --rate-per-client 100 --max-messages 30 \
+        --settle 400ms --duration 30s -q"
+    ))
+    .await;
+    assert_no_errors(&r);
+    assert_eq!((r.ops.sent, r.ops.ok), (30, 30));
+    assert_eq!(r.settings["settle_s"], 0.4);
+    // The settle is in the run's wall time, not in its measured time.
+    assert!(
+        t0.elapsed().as_secs_f64() >= 0.4 + r.elapsed_s,
+        "{}",
+        r.elapsed_s
+    );
+    assert!(r.elapsed_s < 0.4, "{}", r.elapsed_s);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cot_without_echo_is_counted_by_the_sink() {
     let s = sink("").await;
     let addr = s.addr.to_string();
