@@ -390,6 +390,8 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
     L.append("| check | bar | takgate | |")
     L.append("|---|---|---|---|")
     for name, bar, got, ok in checks(summary, start):
+        if ok is None and got == "–":
+            continue  # a workload (or target) this run left out
         L.append(f"| {name} | {bar} | {got} | {'–' if ok is None else ('✓' if ok else '✗')} |")
     L.append("")
 
