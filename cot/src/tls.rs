@@ -20,9 +20,9 @@ use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{InconsistentKeys, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-mod v1_crl;
+mod crl;
 
 /// A bounded label for why a TLS handshake failed, the same on stream and HTTPS listeners.
 pub fn handshake_failure(err: &std::io::Error) -> &'static str {
@@ -40,6 +40,7 @@ pub fn handshake_failure(err: &std::io::Error) -> &'static str {
             C::Expired | C::ExpiredContext { .. } => "expired",
             C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
             C::Revoked => "revoked",
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
             C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_key_usage",
             _ => "bad_cert",
         },
@@ -119,8 +120,9 @@ pub struct TlsSettings {
     /// PEM bundle of the CAs that client certificates must chain to.
     /// Ignored when `client_auth` is `None`.
     pub client_ca: Option<PathBuf>,
-    /// PEM CRL(s) that client certificates are checked against.
-    /// Ignored when `client_auth` is `None`.
+    /// CRL(s) that client certificates are checked against: PEM (one or more lists) or DER
+    /// (lists back to back), each signed by a `client_ca` certificate. Ignored when
+    /// `client_auth` is `None`.
     pub crl: Option<PathBuf>,
     pub client_auth: ClientAuth,
     /// Must not be empty.
@@ -174,10 +176,16 @@ pub enum TlsError {
     BadClientCa { path: PathBuf, cause: rustls::Error },
     #[error("no CRL in {}", path.display())]
     NoCrl { path: PathBuf },
+    /// One list of a CRL file cannot be used: `index` (from 1) of `count` lists in the file.
+    #[error("crl {}: {}{reason}", path.display(), crl_position(*index, *count))]
+    Crl {
+        path: PathBuf,
+        index: usize,
+        count: usize,
+        reason: String,
+    },
     #[error("invalid CRL in {}: {cause}", path.display())]
     InvalidCrl { path: PathBuf, cause: rustls::Error },
-    #[error("invalid version 1 CRL in {}: {cause}", path.display())]
-    InvalidV1Crl { path: PathBuf, cause: String },
     #[error("client certificate verifier for {}: {cause}", path.display())]
     ClientVerifier {
         path: PathBuf,
@@ -196,6 +204,15 @@ impl TlsError {
     /// A configured file does not exist (yet): a listener can wait for it.
     pub fn is_missing_file(&self) -> bool {
         matches!(self, TlsError::Read { cause, .. } if cause.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// "CRL 2 of 3: " when a file holds several lists; nothing for a file of one.
+fn crl_position(index: usize, count: usize) -> String {
+    if count > 1 {
+        format!("CRL {index} of {count}: ")
+    } else {
+        String::new()
     }
 }
 
@@ -234,21 +251,6 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         },
         e => pem_error(path, e),
     })
-}
-
-/// All CRLs in a PEM file. An empty result is an error: a configured but empty
-/// CRL file is more likely a broken deployment than an intent to revoke nothing.
-pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(path, e))?;
-    if crls.is_empty() {
-        return Err(TlsError::NoCrl {
-            path: path.to_owned(),
-        });
-    }
-    Ok(crls)
 }
 
 /// Builds a server config from the files named in `settings`, reading them now.
@@ -346,30 +348,23 @@ fn client_verifier(
 
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    // Revocation is checked for the whole chain, and a certificate whose status no
-    // CRL covers is refused, as nginx's `ssl_crl` does. CRLs past their nextUpdate
-    // are still used (rustls' default): refusing every client because a CRL was
-    // not re-issued in time would turn a stale list into an outage.
+    // Revocation is checked for the whole chain, and a certificate whose status no CRL covers
+    // is refused, as nginx's `ssl_crl` does. A list past its nextUpdate refuses the clients of
+    // its CA (`crl_expired`), as OpenSSL and so nginx do: a list is not trusted beyond the date
+    // its issuer promised a new one by.
     let crl_path = settings.crl.as_deref();
-    let mut v1 = None;
+    let mut own = None;
     if let Some(path) = crl_path {
-        let (v2_crls, v1_crls, covered) = split_crls(load_crls(path)?);
-        if !v1_crls.is_empty() {
-            let lists = v1_crls
-                .iter()
-                .map(|crl| v1_crl::parse(crl, &cas))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|cause| TlsError::InvalidV1Crl {
-                    path: path.to_owned(),
-                    cause,
-                })?;
-            // Issuers only a v1 list covers are unknown to webpki; the wrapper below refuses
-            // the ones no list at all covers.
+        let crls = crl::load(path, &cas)?;
+        builder = builder.enforce_revocation_expiration();
+        if !crls.own.is_empty() {
+            // Issuers only takgate's lists cover are unknown to webpki; the wrapper below
+            // refuses the ones no list at all covers.
             builder = builder.allow_unknown_revocation_status();
-            v1 = Some((lists, covered));
+            own = Some((crls.own, crls.covered));
         }
-        if !v2_crls.is_empty() {
-            builder = builder.with_crls(v2_crls);
+        if !crls.webpki.is_empty() {
+            builder = builder.with_crls(crls.webpki);
         }
     }
     if settings.client_auth == ClientAuth::Optional {
@@ -388,40 +383,14 @@ fn client_verifier(
             cause,
         },
     })?;
-    Ok(match v1 {
-        Some((lists, covered)) => Arc::new(v1_crl::WithV1Crls {
+    Ok(match own {
+        Some((lists, covered)) => Arc::new(crl::WithOwnCrls {
             inner: verifier,
             lists,
             covered,
         }),
         None => verifier,
     })
-}
-
-/// The CRLs webpki can check (version 2), the version 1 ones it cannot, and the issuers all of
-/// them cover. Bytes that are no CRL at all go to webpki, which reports them.
-fn split_crls(
-    crls: Vec<CertificateRevocationListDer<'static>>,
-) -> (
-    Vec<CertificateRevocationListDer<'static>>,
-    Vec<CertificateRevocationListDer<'static>>,
-    Vec<Vec<u8>>,
-) {
-    let (mut v2, mut v1, mut covered) = (Vec::new(), Vec::new(), Vec::new());
-    for crl in crls {
-        match v1_crl::inspect(&crl) {
-            Some((issuer, true)) => {
-                covered.push(issuer);
-                v1.push(crl);
-            }
-            Some((issuer, false)) => {
-                covered.push(issuer);
-                v2.push(crl);
-            }
-            None => v2.push(crl),
-        }
-    }
-    (v2, v1, covered)
 }
 
 /// The server config of one listener, swappable at run time: SIGHUP or a change of its files

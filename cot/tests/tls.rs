@@ -8,12 +8,15 @@ mod certs;
 
 use std::future::Future;
 use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certs::{other_ca_client, server_name, IssuedCert, TestPki};
+use certs::{other_ca_client, server_name, IssuedCert, OpensslCrl, TestPki};
 use cot::tls::{
-    peer_leaf, server_config, ClientAuth, ReloadableTls, TlsError, TlsSettings, TlsVersion,
+    handshake_failure, peer_leaf, server_config, ClientAuth, ReloadableTls, TlsError, TlsSettings,
+    TlsVersion,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::{CertificateError, ClientConfig};
@@ -256,24 +259,42 @@ async fn crl_refuses_a_revoked_client_and_accepts_others() {
 }
 
 #[tokio::test]
-async fn crl_of_another_ca_refuses_everyone() {
-    // No CRL covers the client's issuer, so its revocation status is unknown:
-    // refused, as nginx does, rather than waved through.
+async fn a_client_whose_ca_no_crl_covers_is_refused() {
+    // Both CAs are trusted, but the file only holds the second one's list, so the status of
+    // the first one's clients is unknown: refused, as nginx does, rather than waved through.
+    // Once with a list webpki checks, once with one takgate checks (version 1).
     let pki = TestPki::new();
-    let other = TestPki::named("unrelated test CA");
+    let second = TestPki::named("second test CA");
     let client = pki.issue_client("eud1");
     let mut settings = pki.server_settings(ClientAuth::Required);
-    settings.crl = Some(other.write_crl());
+    settings.client_ca = Some(bundle(&pki, &[&pki, &second]));
+    for crl in [second.write_crl(), second.write_v1_crl()] {
+        settings.crl = Some(crl);
+        let outcome = connect(acceptor(&settings), pki.client_config(Some(&client))).await;
+        let err = outcome.server.unwrap_err();
+        assert!(
+            matches!(
+                rustls_error(&err),
+                rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus)
+            ),
+            "{err}"
+        );
+    }
+}
 
-    let outcome = connect(acceptor(&settings), pki.client_config(Some(&client))).await;
-    let err = outcome.server.unwrap_err();
-    assert!(
-        matches!(
-            rustls_error(&err),
-            rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus)
-        ),
-        "{err}"
-    );
+/// `client_ca` holding the certificates of `cas`, written into `pki`'s directory.
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failure here is the test failing"
+)]
+fn bundle(pki: &TestPki, cas: &[&TestPki]) -> PathBuf {
+    let path = pki.dir.path().join(format!("bundle-{}.pem", cas.len()));
+    let pem: String = cas
+        .iter()
+        .map(|ca| std::fs::read_to_string(&ca.ca_pem).unwrap())
+        .collect();
+    std::fs::write(&path, pem).unwrap();
+    path
 }
 
 /// OpenTAK Server's `ca/ca.crl` is a version 1 list (`openssl ca -gencrl` without crlnumber),
@@ -308,19 +329,24 @@ async fn v1_crl_from_openssl_refuses_a_revoked_client_and_accepts_others() {
 }
 
 #[test]
-fn v1_crl_not_signed_by_the_client_ca_is_a_config_error() {
+fn crl_not_signed_by_the_client_ca_is_a_config_error() {
     let pki = TestPki::new();
     let mut settings = pki.server_settings(ClientAuth::Required);
-    // Another CA altogether, and one with the very same name but another key.
+    // Another CA altogether, and one with the very same name but another key; lists of both
+    // versions (webpki's and takgate's own checks).
     for other in [TestPki::named("unrelated test CA"), TestPki::new()] {
-        settings.crl = Some(other.write_v1_crl());
-        let err = server_config(&settings).unwrap_err();
-        assert!(matches!(err, TlsError::InvalidV1Crl { .. }), "{err:?}");
-        let msg = err.to_string();
-        assert!(
-            msg.contains(&settings.crl.as_ref().unwrap().display().to_string()),
-            "{msg}"
-        );
+        for crl in [other.write_v1_crl(), other.write_crl()] {
+            settings.crl = Some(crl.clone());
+            let err = server_config(&settings).unwrap_err();
+            assert!(matches!(err, TlsError::Crl { .. }), "{err:?}");
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "crl {}: signed by no configured CA (",
+                    crl.display()
+                )),
+                "{err}"
+            );
+        }
     }
 }
 
@@ -501,10 +527,10 @@ fn invalid_crl_is_named() {
     let mut settings = pki.server_settings(ClientAuth::Required);
     settings.crl = Some(bad.clone());
     let err = server_config(&settings).unwrap_err();
-    assert!(matches!(err, TlsError::InvalidCrl { .. }), "{err:?}");
+    assert!(matches!(err, TlsError::Crl { .. }), "{err:?}");
     assert!(
         err.to_string()
-            .starts_with(&format!("invalid CRL in {}: ", bad.display())),
+            .starts_with(&format!("crl {}: not a CRL: ", bad.display())),
         "{err}"
     );
 }
@@ -543,4 +569,361 @@ fn reloadable_tls_refuses_bad_settings_up_front() {
     let mut settings = pki.server_settings(ClientAuth::None);
     settings.key = pki.ca_pem.clone();
     assert!(ReloadableTls::new(settings).is_err());
+}
+
+/// What OpenSSL says of `cert`: `openssl verify -crl_check -CAfile ca -CRLfile crl cert`, the
+/// check nginx's `ssl_crl` makes. `Ok`, or its error text.
+fn openssl_verify(ca: &Path, crl: &Path, cert: &Path) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(ca)
+        .arg("-CRLfile")
+        .arg(crl)
+        .arg(cert)
+        .output()
+        .unwrap_or_else(|e| panic!("running openssl: {e}"));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .replace('\n', " | "))
+    }
+}
+
+/// takgate's verdict on `cert`, the same over TLS 1.2 and 1.3: `Ok`, or the refusal reason as
+/// `takgate_stream_refused_total` counts it.
+async fn takgate_verdict(
+    pki: &TestPki,
+    settings: &TlsSettings,
+    cert: &IssuedCert,
+) -> Result<(), &'static str> {
+    let mut verdicts = Vec::new();
+    for version in VERSIONS {
+        let outcome = connect(
+            acceptor(settings),
+            pki.client_config_with_versions(Some(cert), &[version]),
+        )
+        .await;
+        verdicts.push(match outcome.server {
+            Ok(leaf) => {
+                assert_eq!(leaf.as_ref(), Some(&cert.der));
+                Ok(())
+            }
+            Err(e) => Err(handshake_failure(&e)),
+        });
+    }
+    assert_eq!(verdicts[0], verdicts[1], "TLS 1.2 and 1.3 disagree");
+    verdicts.remove(0)
+}
+
+/// The lists of `parts` in one file, as PEM (concatenated) and as DER (one after another).
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failure here is the test failing"
+)]
+fn crl_files(dir: &Path, name: &str, parts: &[&Path]) -> [PathBuf; 2] {
+    let pem = dir.join(format!("{name}.pem"));
+    let der = dir.join(format!("{name}.der"));
+    let mut pem_text = String::new();
+    let mut der_bytes = Vec::new();
+    for part in parts {
+        pem_text.push_str(&std::fs::read_to_string(part).unwrap());
+        let out = Command::new("openssl")
+            .args(["crl", "-outform", "DER", "-in"])
+            .arg(part)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        der_bytes.extend_from_slice(&out.stdout);
+    }
+    std::fs::write(&pem, pem_text).unwrap();
+    std::fs::write(&der, der_bytes).unwrap();
+    [pem, der]
+}
+
+/// What a case of the CRL matrix must give.
+enum Expect {
+    /// takgate loads the file, and decides of (revoked, good) as given; OpenSSL agrees.
+    Loads(Result<(), &'static str>, Result<(), &'static str>),
+    /// takgate refuses the file with this reason; OpenSSL's verdicts on (revoked, good) contain
+    /// these texts (`""`: OpenSSL accepts the certificate).
+    Refused(&'static str, [&'static str; 2]),
+}
+
+/// Issue 13: every CRL OpenSSL accepts for the configured CA loads, and refuses the revoked
+/// certificate while the other gets in; every list that cannot be used is named with the
+/// reason. Each case as PEM and as DER, against OpenSSL's verdict for the same files.
+#[tokio::test]
+async fn crl_matrix_matches_openssl() {
+    const AKI: &str = "authorityKeyIdentifier = keyid:always";
+    const UNKNOWN: &str = "1.3.6.1.4.1.55555.1 = ASN1:UTF8String:takgate";
+    const CRITICAL: &str = "1.3.6.1.4.1.55555.1 = critical,ASN1:UTF8String:takgate";
+    const PAST: Option<(&str, &str)> = Some(("20240101000000Z", "20250101000000Z"));
+    let v1 = OpensslCrl::default();
+    let v2 = |crl_number: bool, extensions: Option<&'static str>| OpensslCrl {
+        crl_number,
+        extensions,
+        ..OpensslCrl::default()
+    };
+
+    let a = TestPki::new();
+    let b = TestPki::named("second test CA");
+    let stranger = TestPki::named("unrelated test CA");
+    let namesake = TestPki::new();
+    let revoked = a.issue_client("lost-phone");
+    let good = a.issue_client("eud1");
+    // Older lists of `a`, from when `good` was on hold and `revoked` was not yet revoked: of
+    // two lists of one CA, the newer is used (not both).
+    const OLD: Option<(&str, &str)> = Some(("20230101000000Z", "21000101000000Z"));
+    a.set_revoked(&[&good]);
+    let a_old_v1 = a.write_openssl_crl("a-old-v1.pem", &OpensslCrl { dates: OLD, ..v1 });
+    let a_old_v2 = a.write_openssl_crl(
+        "a-old-v2.pem",
+        &OpensslCrl {
+            dates: OLD,
+            ..v2(true, Some(AKI))
+        },
+    );
+    a.set_revoked(&[&revoked]);
+    let b_client = b.issue_client("b");
+    b.set_revoked(&[&b_client]);
+    stranger.set_revoked(&[&revoked]);
+
+    let a_v1 = a.write_openssl_crl("a-v1.pem", &v1);
+    let a_py = a.write_python_crl("a-python.pem");
+    let a_v2 = a.write_openssl_crl("a-v2.pem", &v2(true, Some(AKI)));
+    let b_v2 = b.write_openssl_crl("b-v2.pem", &v2(true, Some(AKI)));
+    let b_v1 = b.write_openssl_crl("b-v1.pem", &v1);
+    let s_v1 = stranger.write_v1_crl();
+    let ok = Ok(());
+    let cases: Vec<(&str, Vec<PathBuf>, Expect)> = vec![
+        (
+            "v1 (openssl ca, no crlnumber: OTS's ca.crl)",
+            vec![a_v1.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v2, cRLNumber and authorityKeyIdentifier (openssl ca)",
+            vec![a_v2.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v2, cRLNumber only (openssl ca)",
+            vec![a.write_openssl_crl("v2-number.pem", &v2(true, None))],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v2, authorityKeyIdentifier, no cRLNumber (openssl ca)",
+            vec![a.write_openssl_crl("v2-aki.pem", &v2(false, Some(AKI)))],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v2, no extensions at all (openssl ca, empty crl_extensions)",
+            vec![a.write_openssl_crl("v2-none.pem", &v2(false, Some("")))],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v2, no extensions at all (Python cryptography's default)",
+            vec![a_py.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v2, cRLNumber and authorityKeyIdentifier (rcgen)",
+            vec![a.write_crl()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v2, unknown non-critical extension and cRLNumber",
+            vec![a.write_openssl_crl("v2-unknown-number.pem", &v2(true, Some(UNKNOWN)))],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v2, unknown non-critical extension only",
+            vec![a.write_openssl_crl("v2-unknown.pem", &v2(false, Some(UNKNOWN)))],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "several: another trusted CA's v2, then v1",
+            vec![b_v2.clone(), a_v1.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "several: another trusted CA's v1, then v2 without extensions (Python)",
+            vec![b_v1.clone(), a_py.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "several of one CA (v1): an older list, then the newer",
+            vec![a_old_v1.clone(), a_v1.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "several of one CA (v1): the newer list, then an older",
+            vec![a_v1.clone(), a_old_v1.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "several of one CA (v2): an older list, then the newer",
+            vec![a_old_v2.clone(), b_v2.clone(), a_v2.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "several of one CA: a newer v1 list, then an older v2",
+            vec![a_v1.clone(), a_old_v2.clone()],
+            Expect::Loads(Err("revoked"), ok),
+        ),
+        (
+            "v1 past its nextUpdate",
+            vec![a.write_openssl_crl("v1-expired.pem", &OpensslCrl { dates: PAST, ..v1 })],
+            Expect::Loads(Err("crl_expired"), Err("crl_expired")),
+        ),
+        (
+            "v2 with cRLNumber past its nextUpdate",
+            vec![a.write_openssl_crl(
+                "v2-expired.pem",
+                &OpensslCrl {
+                    dates: PAST,
+                    ..v2(true, Some(AKI))
+                },
+            )],
+            Expect::Loads(Err("crl_expired"), Err("crl_expired")),
+        ),
+        (
+            "v1 signed by a CA not in client_ca",
+            vec![s_v1.clone()],
+            Expect::Refused(
+                "signed by no configured CA (its issuer, CN=unrelated test CA, is not in client_ca)",
+                ["unable to get certificate CRL"; 2],
+            ),
+        ),
+        (
+            "v2 signed by a CA not in client_ca",
+            vec![stranger.write_crl()],
+            Expect::Refused(
+                "signed by no configured CA (its issuer, CN=unrelated test CA, is not in client_ca)",
+                ["unable to get certificate CRL"; 2],
+            ),
+        ),
+        (
+            "v1 in the client CA's name, signed with another key",
+            vec![namesake.write_v1_crl()],
+            Expect::Refused(
+                "signed by no configured CA (the signature does not verify with the key of \
+                 CN=takgate test CA in client_ca)",
+                ["CRL signature failure"; 2],
+            ),
+        ),
+        (
+            "v2 with an unknown critical extension",
+            vec![a.write_openssl_crl("v2-critical.pem", &v2(true, Some(CRITICAL)))],
+            Expect::Refused(
+                "critical extension 1.3.6.1.4.1.55555.1 that neither takgate nor OpenSSL can \
+                 process (OpenSSL: unhandled critical CRL extension)",
+                ["unhandled critical CRL extension"; 2],
+            ),
+        ),
+        (
+            // OpenSSL only looks for the list of the certificate's issuer and never reads the
+            // stranger's; takgate refuses a file with a list it cannot vouch for.
+            "several, the second signed by a CA not in client_ca",
+            vec![b_v2.clone(), s_v1.clone(), a_v1.clone()],
+            Expect::Refused(
+                "CRL 2 of 3: signed by no configured CA (its issuer, CN=unrelated test CA, is \
+                 not in client_ca)",
+                ["certificate revoked", ""],
+            ),
+        ),
+    ];
+
+    let ca = bundle(&a, &[&a, &b]);
+    let mut settings = a.server_settings(ClientAuth::Required);
+    settings.client_ca = Some(ca.clone());
+    let mut report = Vec::new();
+    for (n, (name, parts, expect)) in cases.iter().enumerate() {
+        let parts: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
+        for file in crl_files(a.dir.path(), &format!("case-{n}"), &parts) {
+            let case = format!("{name} [{}]", file.extension().unwrap().to_string_lossy());
+            settings.crl = Some(file.clone());
+            let openssl = [
+                openssl_verify(&ca, &file, &revoked.cert),
+                openssl_verify(&ca, &file, &good.cert),
+            ];
+            match expect {
+                Expect::Loads(want_revoked, want_good) => {
+                    if let Err(e) = server_config(&settings) {
+                        panic!("{case}: not loaded: {e}");
+                    }
+                    let takgate = [
+                        takgate_verdict(&a, &settings, &revoked).await,
+                        takgate_verdict(&a, &settings, &good).await,
+                    ];
+                    assert_eq!(takgate, [*want_revoked, *want_good], "{case}");
+                    for (t, o) in takgate.iter().zip(&openssl) {
+                        match (t, o) {
+                            (Ok(()), Ok(())) => {}
+                            (Err("revoked"), Err(o)) if o.contains("certificate revoked") => {}
+                            (Err("crl_expired"), Err(o)) if o.contains("CRL has expired") => {}
+                            _ => panic!("{case}: takgate {t:?}, OpenSSL {o:?}"),
+                        }
+                    }
+                    report.push(format!(
+                        "{case}: loads; takgate {takgate:?}; OpenSSL {openssl:?}"
+                    ));
+                }
+                Expect::Refused(reason, want_openssl) => {
+                    let err = server_config(&settings).unwrap_err().to_string();
+                    assert_eq!(err, format!("crl {}: {reason}", file.display()), "{case}");
+                    for (o, want) in openssl.iter().zip(want_openssl) {
+                        match o {
+                            Ok(()) => assert!(want.is_empty(), "{case}: OpenSSL accepts"),
+                            Err(o) => {
+                                assert!(!want.is_empty() && o.contains(want), "{case}: OpenSSL {o}")
+                            }
+                        }
+                    }
+                    report.push(format!("{case}: refused: {err}; OpenSSL {openssl:?}"));
+                }
+            }
+        }
+    }
+    for line in report {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn crl_files_that_are_neither_pem_nor_der_lists_are_named() {
+    let pki = TestPki::new();
+    let mut settings = pki.server_settings(ClientAuth::Required);
+    let der = pki.dir.path().join("crl.der");
+    let out = Command::new("openssl")
+        .args(["crl", "-outform", "DER", "-in"])
+        .arg(pki.write_v1_crl())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let len = out.stdout.len();
+    // Text that is no PEM, and a DER list followed by junk.
+    let mut junk_after = out.stdout;
+    junk_after.extend_from_slice(b"junk");
+    for (bytes, byte) in [(b"not a crl\n".to_vec(), 0), (junk_after, len)] {
+        std::fs::write(&der, bytes).unwrap();
+        settings.crl = Some(der.clone());
+        let err = server_config(&settings).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "crl {}: neither PEM nor DER CRLs (no DER SEQUENCE at byte {byte})",
+                der.display()
+            )
+        );
+    }
 }

@@ -16,6 +16,12 @@ opentakserver Deployment, and checks that they agree with each other and with th
   folder), the key's password comes from a Secret (a file on a Secret volume mounted into the
   takgate container alone, or an env secretKeyRef), never a literal; the container whose CA key
   it is (eud_handler --ssl) mounts the same volume;
+- plain and terminate listeners (OTS's plain CoT port upstream): the upstream port is the
+  containerPort of the pod's TCP `eud_handler` container (which probes it) and
+  OTS_TCP_STREAMING_PORT of ConfigMap ots-settings, no Service routes to it and no
+  NetworkPolicy lets traffic in to it; a plain listener keeps takgate's [stream.limits]
+  defaults; every NodePort targets a takgate listener, 31088 (stock ATAK's plain CoT) one in
+  mode plain;
 - `takgate check --config` accepts the config;
 - takgate started on it (listen addresses rewritten to 127.0.0.1:0, upstreams to loopback fakes
   of OTS, /app/ots to a temporary OTS data folder with a test CA) answers each probe path of
@@ -23,7 +29,9 @@ opentakserver Deployment, and checks that they agree with each other and with th
   with a client certificate where required, CoT over mutual TLS relayed to the fake eud_handler,
   re-originated CoT arriving at a fake `eud_handler --ssl` (mutual TLS, OTS's server name) under
   a certificate with the client's CN signed by the CA key (encrypted, as OTS writes it, with the
-  password from the Secret file), passthrough bytes;
+  password from the Secret file), passthrough bytes, and plain CoT: an event sent in two pieces
+  reaches the fake eud_handler whole, a malformed one never does (and is counted), the next
+  one does;
 - /metrics answers, after traffic that makes every metric family the rules and the dashboard
   use appear; --metrics-out saves it for promtool and metric_names.py.
 
@@ -206,14 +214,161 @@ def is_ssl_eud_handler(c):
     return "eud_handler" in words and "--ssl" in words
 
 
+def is_tcp_eud_handler(c):
+    """OTS's plain CoT server: eud_handler without --ssl or --udp (the stock command passes
+    --no-ssl)."""
+    words = " ".join(c.get("command", []) + c.get("args", []))
+    return "eud_handler" in words and not re.search(r"(^|\s)--(ssl|udp)\b", words)
+
+
+def ots_settings(docs):
+    for d in docs:
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("ots-settings"):
+            return d.get("data", {})
+    return {}
+
+
+def readiness_probes_port(c, port):
+    cmd = (c.get("readinessProbe") or {}).get("exec", {}).get("command", [])
+    return str(port) in " ".join(map(str, cmd))
+
+
+def services_routing_to(docs, containers, port):
+    """(Service, port name) pairs whose targetPort is `port`, by number or by the name one of
+    `containers` gives it."""
+    names = {p.get("name") for c in containers for p in c.get("ports", []) if p["containerPort"] == port}
+    names.discard(None)
+    return [
+        (svc["metadata"]["name"], p.get("name"))
+        for svc in docs if svc["kind"] == "Service"
+        for p in svc["spec"].get("ports", [])
+        if p.get("targetPort", p["port"]) == port or p.get("targetPort") in names
+    ]
+
+
+def netpols_letting_in(docs, pod_labels, containers, port):
+    """NetworkPolicy ingress rules that let traffic in to this pod's `port` (a rule without
+    ports lets every port in)."""
+    names = {p.get("name") for c in containers for p in c.get("ports", []) if p["containerPort"] == port}
+    names.discard(None)
+    hits = []
+    for np_ in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        sel = np_["spec"].get("podSelector") or {}
+        if any(pod_labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
+            continue
+        if "Ingress" not in np_["spec"].get("policyTypes", ["Ingress"]):
+            continue
+        for i, rule in enumerate(np_["spec"].get("ingress") or []):
+            ports = rule.get("ports")
+            if not ports or any(
+                p.get("port") is None or p.get("port") in names
+                or (isinstance(p.get("port"), int) and p["port"] <= port <= p.get("endPort", p["port"]))
+                for p in ports
+            ):
+                hits.append(f"{np_['metadata']['name']} ingress[{i}]")
+    return hits
+
+
+# Stock ATAK's plain CoT (TCP 8088) as the NodePort Service offers it (deploy/README.md).
+PLAIN_NODEPORT = 31088
+
+
+def plain_checks(docs, pod, container, conf, pod_labels):
+    """Listeners relaying to OTS's plain CoT port (plain, terminate): the upstream is the TCP
+    eud_handler's containerPort and OTS_TCP_STREAMING_PORT, on no Service, let in by no
+    NetworkPolicy; NodePort 31088 goes to a plain listener of takgate."""
+    handlers = [c for c in pod["containers"] if is_tcp_eud_handler(c)]
+    settings = ots_settings(docs)
+    for s in conf.get("stream", []):
+        mode = s.get("mode", "terminate")
+        if mode not in ("plain", "terminate"):
+            continue
+        name = f"[[stream]] {s['name']} ({mode})"
+        host, port = s["upstream"].rsplit(":", 1)
+        port = int(port)
+        if host not in ("127.0.0.1", "localhost", "[::1]"):
+            fail(f"{name}: upstream {s['upstream']} is not the pod's loopback")
+        owners = [
+            c for c in handlers if any(p["containerPort"] == port for p in c.get("ports", []))
+        ]
+        if len(owners) != 1:
+            fail(
+                f"{name}: upstream port {port} is not the containerPort of exactly one TCP "
+                f"`eud_handler` container (found {[c['name'] for c in handlers]})"
+            )
+        else:
+            ok(f"{name}: upstream port {port} is containerPort of {owners[0]['name']} (eud_handler)")
+            if not readiness_probes_port(owners[0], port):
+                fail(f"{name}: {owners[0]['name']}'s readinessProbe does not check port {port}")
+        ots_port = settings.get("OTS_TCP_STREAMING_PORT")
+        if ots_port is None:
+            fail(f"{name}: ConfigMap ots-settings has no OTS_TCP_STREAMING_PORT")
+        elif int(ots_port) != port:
+            fail(f"{name}: upstream port {port} != OTS_TCP_STREAMING_PORT {ots_port} (what OTS binds)")
+        else:
+            ok(f"{name}: upstream port == OTS_TCP_STREAMING_PORT {ots_port}")
+        routed = services_routing_to(docs, owners, port)
+        for svc, pname in routed:
+            fail(f"{name}: Service {svc} (port {pname}) routes to eud_handler's port {port}")
+        if not routed:
+            ok(f"{name}: no Service routes to eud_handler's port {port}")
+        if mode == "plain":
+            # deploy/README and README promise takgate's own defaults here: change both with it.
+            if s.get("limits"):
+                fail(f"{name}: sets [stream.limits] {sorted(s['limits'])}; the docs promise takgate's defaults")
+            else:
+                ok(f"{name}: [stream.limits] at takgate's defaults")
+        let_in = netpols_letting_in(docs, pod_labels, owners, port)
+        for rule in let_in:
+            fail(f"{name}: NetworkPolicy {rule} lets traffic in to eud_handler's port {port}")
+        if not let_in:
+            ok(f"{name}: no NetworkPolicy lets traffic in to eud_handler's port {port}")
+
+    # Every NodePort goes to a takgate listener: no device reaches an OTS process past takgate.
+    by_name = {pp.get("name"): pp["containerPort"] for pp in container.get("ports", [])}
+    for svc in (d for d in docs if d["kind"] == "Service" and d["spec"].get("type") == "NodePort"):
+        sel = svc["spec"].get("selector") or {}
+        if not sel or any(pod_labels.get(k) != v for k, v in sel.items()):
+            continue
+        for p in svc["spec"].get("ports", []):
+            tp = p.get("targetPort", p["port"])
+            number = by_name.get(tp) if isinstance(tp, str) else tp
+            if number not in by_name.values():
+                fail(f"NodePort {p.get('nodePort')} (Service {svc['metadata']['name']}) targets "
+                     f"{tp!r}, not a takgate listener")
+            else:
+                ok(f"NodePort {p.get('nodePort')} -> takgate {tp!r} ({number})")
+
+    hits = [
+        (svc["metadata"]["name"], p)
+        for svc in docs if svc["kind"] == "Service"
+        for p in svc["spec"].get("ports", [])
+        if p.get("nodePort") == PLAIN_NODEPORT
+    ]
+    if len(hits) != 1:
+        fail(f"NodePort {PLAIN_NODEPORT}: on {len(hits)} Service ports, want 1")
+        return
+    svc, p = hits[0]
+    tp = p.get("targetPort", p["port"])
+    number = by_name.get(tp) if isinstance(tp, str) else tp
+    if number not in by_name.values():
+        fail(f"NodePort {PLAIN_NODEPORT} (Service {svc}) targets {tp!r}, no containerPort of takgate")
+        return
+    listener = next((s for s in conf.get("stream", []) if port_of(s["listen"]) == number), None)
+    if not listener or listener.get("mode") != "plain":
+        fail(
+            f"NodePort {PLAIN_NODEPORT} (Service {svc}) targets takgate's port {number}, which is "
+            f"not a [[stream]] listener in mode plain"
+        )
+    else:
+        ok(f"NodePort {PLAIN_NODEPORT} -> takgate {tp!r} ({number}): [[stream]] {listener['name']} (plain)")
+
+
 def reoriginate_checks(docs, pod, container, conf, data_folder):
     """The wiring of every reoriginate listener: upstream, signer files, password Secret."""
     vols = {v["name"]: v for v in pod.get("volumes", [])}
     ssl_handlers = [c for c in pod["containers"] if is_ssl_eud_handler(c)]
-    settings = {}
-    for d in docs:
-        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("ots-settings"):
-            settings = d.get("data", {})
+    settings = ots_settings(docs)
     for s in conf.get("stream", []):
         if s.get("mode") != "reoriginate":
             continue
@@ -506,6 +661,7 @@ class Sink(socketserver.ThreadingTCPServer):
 
     def __init__(self):
         self.received = bytearray()
+        self.chunks = []  # each recv() as it came, to tell a frame written whole from pieces
         self.lock = threading.Lock()
         sink = self
 
@@ -519,6 +675,7 @@ class Sink(socketserver.ThreadingTCPServer):
                             return
                         with sink.lock:
                             sink.received += b
+                            sink.chunks.append(b)
                 except OSError:
                     return
 
@@ -675,6 +832,49 @@ def wait_received(sink, needle, seconds=5):
     return False
 
 
+# Not CoT OTS could parse: a raw '<' in an attribute value (takgate refuses it as malformed).
+MALFORMED = (
+    b'<event version="2.0" uid="drift-plain-bad" type="a-f-G-U-C" how="m-g">'
+    b'<detail remarks="a < b"/></event>'
+)
+
+
+def probe_plain(name, host, port, sink):
+    """Plain CoT (no TLS): an event sent in two pieces reaches the fake eud_handler whole, in one
+    write; a malformed one after it never reaches it; the event after that does."""
+    first = COT.replace(b'uid="drift-1"', b'uid="drift-plain-1"')
+    last = COT.replace(b'uid="drift-1"', b'uid="drift-plain-2"')
+    cut = first.index(b"<point")
+    with socket.create_connection((host, port), timeout=3) as s:
+        s.sendall(first[:cut])
+        time.sleep(0.3)
+        s.sendall(first[cut:])
+        got_first = wait_received(sink, b'uid="drift-plain-1"')
+        s.sendall(MALFORMED)
+        s.sendall(last)
+        got_last = wait_received(sink, b'uid="drift-plain-2"')
+    event = first[first.index(b"<event") :]
+    with sink.lock:
+        whole = any(event in c for c in sink.chunks)
+        leaked = b"drift-plain-bad" in sink.received
+    (ok if got_first and whole else fail)(
+        f"{name}: plain TCP, CoT event sent in two pieces reached the upstream whole, in one "
+        f"write: {got_first and whole}"
+    )
+    (ok if got_last and not leaked else fail)(
+        f"{name}: malformed event not relayed ({not leaked}), the next event relayed ({got_last})"
+    )
+
+
+def frame_errors(metrics, listener):
+    """The sum of takgate_cot_frame_errors_total samples for one listener."""
+    total = 0.0
+    for line in metrics.decode().splitlines():
+        if line.startswith("takgate_cot_frame_errors_total{") and f'listener="{listener}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
     name = f"containerPort {decl.get('name')}={port} ({kind} {item['name']})"
     if item["name"] not in bound:
@@ -726,6 +926,8 @@ def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
                     s.sendall(marker)
                     got = wait_received(sink, marker)
                 (ok if got else fail)(f"{name}: passthrough bytes reached the upstream: {got}")
+            elif mode == "plain":
+                probe_plain(name, h, int(p), sink)
             else:
                 with socket.create_connection((h, int(p)), timeout=3) as raw:
                     with client_ctx(pki, True).wrap_socket(raw, server_hostname="opentakserver") as s:
@@ -784,6 +986,7 @@ def main():
     conf = tomllib.loads(text)
     listeners, declared, data_folder = static_checks(conf, dep, pod, container)
     reoriginate_checks(docs, pod, container, conf, data_folder)
+    plain_checks(docs, pod, container, conf, dep["spec"]["template"]["metadata"].get("labels", {}))
 
     os.makedirs(a.workdir, exist_ok=True)
     tmp_ots = os.path.join(a.workdir, "ots")
@@ -902,6 +1105,13 @@ def main():
                 probe_port(port, decl, kind, item, bound, pki, sinks_by_listener)
 
         metrics = urllib.request.urlopen(f"http://{bound['admin']}/metrics", timeout=5).read()
+        for s in conf.get("stream", []):
+            if s.get("mode") == "plain":
+                n = frame_errors(metrics, s["name"])
+                (ok if n >= 1 else fail)(
+                    f"[[stream]] {s['name']} (plain): the malformed event counted in "
+                    f"takgate_cot_frame_errors_total: {n:g}"
+                )
         if a.metrics_out:
             with open(a.metrics_out, "wb") as f:
                 f.write(metrics)

@@ -65,7 +65,7 @@ def test_fresh_config_has_fixed_secrets_and_hosts(tmp):
     assert conf["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://ots:p%40ss%2Fw%3Ard%20%25x@postgres/ots"
     assert conf["OTS_RABBITMQ_SERVER_ADDRESS"] == "rabbitmq"
     assert conf["OTS_LISTENER_ADDRESS"] == "127.0.0.1" and conf["OTS_LISTENER_PORT"] == 8081
-    assert conf["OTS_SSL_STREAMING_PORT"] == 31089 and conf["OTS_TCP_STREAMING_PORT"] == 8088
+    assert conf["OTS_SSL_STREAMING_PORT"] == 31089 and conf["OTS_TCP_STREAMING_PORT"] == 18088
     # takgate reads the same Secret key (signer_key_password_file) to open OTS's CA key.
     assert conf["OTS_CA_PASSWORD"] == SECRETS["ca-password"]
 

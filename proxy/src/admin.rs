@@ -21,6 +21,10 @@ use crate::drain::Drain;
 use crate::http::body::{self, Body};
 use crate::tls_watch::TlsSources;
 use cot::gateway::Gateway;
+use cot::panics::Panics;
+
+/// The `listener` label of the admin listener's connections in `takgate_panics_total`.
+pub const ADMIN_LISTENER: &str = "admin";
 
 /// How long `/readyz` waits for the OTS API's health check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,6 +35,19 @@ pub struct Admin {
     probes: Probes,
     listeners_bound: AtomicBool,
     probe: Client<HttpConnector, Empty<bytes::Bytes>>,
+    /// The latest upstream probes and when they finished. Held while probing: `/readyz` calls
+    /// that arrive meanwhile wait and share that probe's outcome instead of starting their own
+    /// (a monitoring system or a crowd of kubelets cannot multiply the probes OTS receives).
+    probed: tokio::sync::Mutex<Option<(tokio::time::Instant, Probed)>>,
+    panics: Panics,
+}
+
+/// The outcome of one round of upstream probes.
+#[derive(Clone, Debug)]
+struct Probed {
+    upstream: Result<(), String>,
+    /// Per stream listener, in `Probes::streams` order.
+    streams: Vec<Result<(), String>>,
 }
 
 /// What `/readyz` checks besides the listeners being bound.
@@ -57,18 +74,21 @@ impl Probes {
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(registry: Registry, probes: Probes) -> Self {
+    pub fn new(registry: Registry, probes: Probes, panics: Panics) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(PROBE_TIMEOUT));
         let probe = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(http);
+        panics.init_listener(ADMIN_LISTENER);
         Self {
             registry,
             probes,
             listeners_bound: AtomicBool::new(false),
             probe,
+            probed: tokio::sync::Mutex::new(None),
+            panics,
         }
     }
 
@@ -80,7 +100,7 @@ impl Admin {
     /// Serves admin requests until the drain stops.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, drain: Drain) {
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 res = listener.accept() => match res {
                     Ok(c) => c,
                     Err(e) => {
@@ -94,21 +114,28 @@ impl Admin {
             let admin = self.clone();
             let conn_drain = drain.clone();
             drain.tracker().spawn(async move {
-                let svc = service_fn(move |req| admin.clone().handle(req));
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(5));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = conn_drain.stopping() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.as_mut().await;
-                    }
-                }
+                let panics = admin.panics.clone();
+                panics
+                    .guard(ADMIN_LISTENER, peer, admin.connection(stream, conn_drain))
+                    .await;
             });
+        }
+    }
+
+    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, drain: Drain) {
+        let svc = service_fn(move |req| self.clone().handle(req));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(5));
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = drain.stopping() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.as_mut().await;
+            }
         }
     }
 
@@ -146,17 +173,16 @@ impl Admin {
 
     async fn ready(&self) -> Response<Body> {
         let bound = self.listeners_bound.load(Ordering::Acquire);
-        let (upstream, streams) = tokio::join!(
-            self.probe_upstream(),
-            futures_util::future::join_all(self.probes.streams.iter().map(|g| async move {
-                let c = g.config();
-                (&c.name, &c.upstream, g.upstream_status().await)
-            }))
-        );
-        let waiting: serde_json::Map<String, serde_json::Value> = self
+        let (probed, waiting) = tokio::join!(self.probe_shared(), self.probes.tls.waiting());
+        let upstream = probed.upstream;
+        let streams: Vec<_> = self
             .probes
-            .tls
-            .waiting()
+            .streams
+            .iter()
+            .zip(probed.streams)
+            .map(|(g, r)| (&g.config().name, &g.config().upstream, r))
+            .collect();
+        let waiting: serde_json::Map<String, serde_json::Value> = waiting
             .into_iter()
             .map(|(name, files)| {
                 let files = files
@@ -195,6 +221,25 @@ impl Admin {
             HeaderValue::from_static("application/json"),
         );
         resp
+    }
+
+    /// The upstream probes, shared: a call that finds a probe running waits for it and takes
+    /// its outcome; only a call that arrives with none running starts one.
+    async fn probe_shared(&self) -> Probed {
+        let asked = tokio::time::Instant::now();
+        let mut probed = self.probed.lock().await;
+        if let Some((finished, outcome)) = probed.as_ref() {
+            if *finished >= asked {
+                return outcome.clone();
+            }
+        }
+        let (upstream, streams) = tokio::join!(
+            self.probe_upstream(),
+            futures_util::future::join_all(self.probes.streams.iter().map(|g| g.upstream_status()))
+        );
+        let outcome = Probed { upstream, streams };
+        *probed = Some((tokio::time::Instant::now(), outcome.clone()));
+        outcome
     }
 
     async fn probe_upstream(&self) -> Result<(), String> {

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use cot::gateway::metrics::IdentityCollector;
 use cot::gateway::{Gateway, StreamMetrics};
+use cot::panics::Panics;
 
 use crate::admin::{Admin, Probes};
 use crate::config::{
@@ -69,6 +70,7 @@ pub struct App {
     listeners: Vec<HttpListener>,
     streams: Vec<Arc<Gateway>>,
     drain: Drain,
+    panics: Panics,
 }
 
 /// Sockets bound for an [`App`], one per listener in config order.
@@ -92,6 +94,7 @@ pub struct BoundAddrs {
 impl App {
     pub fn new(config: Config, registry: Registry) -> Result<Self, AppError> {
         let metrics = HttpMetrics::register(&registry)?;
+        let panics = Panics::register(&registry)?;
         let cert_header = HeaderName::from_bytes(config.client_cert_header.as_bytes())
             .unwrap_or_else(|_| HeaderName::from_static("x-ssl-cert"));
         let forwarder = Arc::new(Forwarder::new(&config.upstream, cert_header)?);
@@ -117,6 +120,7 @@ impl App {
                 forwarder.clone(),
                 metrics.clone(),
                 drain.clone(),
+                panics.clone(),
                 config.log.access_log,
             );
             listeners.push(HttpListener {
@@ -147,6 +151,7 @@ impl App {
                 &stream_metrics,
                 drain.stop_token(),
                 drain.tracker().clone(),
+                panics.clone(),
             )));
         }
         let caches = streams
@@ -167,7 +172,7 @@ impl App {
             metrics,
         ));
         let probes = Probes::new(health_url(&config), streams.clone(), tls.clone());
-        let admin = Arc::new(Admin::new(registry, probes));
+        let admin = Arc::new(Admin::new(registry, probes, panics.clone()));
         Ok(Self {
             config,
             tls,
@@ -175,6 +180,7 @@ impl App {
             listeners,
             streams,
             drain,
+            panics,
         })
     }
 
@@ -222,6 +228,7 @@ impl App {
         for (g, cfg) in self.streams.iter().zip(&self.config.stream) {
             let g = g.config();
             let tls = match cfg.effective_tls() {
+                None if cfg.mode == crate::config::StreamMode::Plain => "plain tcp".to_owned(),
                 None => "tls passed through".to_owned(),
                 Some(t) => format!(
                     "tls {} client_auth={:?} ca={} crl={}",
@@ -347,9 +354,15 @@ impl App {
         Ok(addrs)
     }
 
-    /// SIGHUP: re-reads every listener's certificate, key, CA and CRL.
-    pub fn reload_tls(&self) {
-        self.tls.reload_all();
+    /// SIGHUP: re-reads every listener's certificate, key, CA and CRL, off the runtime's
+    /// workers. Await the handle to know the reload is done; dropping it leaves it running.
+    pub fn reload_tls(&self) -> tokio::task::JoinHandle<()> {
+        self.tls.reload_all()
+    }
+
+    /// `takgate_panics_total` and, in test builds, the hook that makes a connection panic.
+    pub fn panics(&self) -> &Panics {
+        &self.panics
     }
 
     pub fn drain(&self) -> &Drain {

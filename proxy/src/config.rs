@@ -287,6 +287,8 @@ pub enum StreamMode {
     ProxyProtocol,
     /// TLS-terminating byte relay without CoT framing (MQTT, RTSP, RTMP).
     Raw,
+    /// No TLS (OTS's plain CoT port 8088): CoT framed and validated, with limits and metrics.
+    Plain,
 }
 
 /// What to do with a CoT frame that is not well-formed XML.
@@ -333,6 +335,52 @@ pub struct StreamListenerConfig {
     /// Reoriginate mode's signing material and certificate policy (omitted: OTS's CA folder).
     #[serde(default)]
     pub reoriginate: Option<ReoriginateConfig>,
+    /// What one client may send, and how many sessions one CN may hold (framed modes).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// What happens to a client's frames past its rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitPolicyConfig {
+    /// Read the client no faster than its rate: nothing lost, its sends slow down.
+    #[default]
+    Delay,
+    /// Drop frames past the rate, counted.
+    Drop,
+    /// Close the session.
+    Close,
+}
+
+/// Per-session rates and per-CN sessions; 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// CoT frames a second from one client (a normal ATAK client sends at most about 10).
+    pub events_per_second: u32,
+    /// Frames a client may send at once above the rate (ATAK sends a few dozen on connect).
+    pub events_burst: u32,
+    pub bytes_per_second: ByteSize,
+    /// At least `max_frame`, so any frame can pass.
+    pub bytes_burst: ByteSize,
+    /// Sessions at once per certificate CN (a device reconnecting before its old session timed
+    /// out holds two for a while).
+    pub sessions_per_cn: usize,
+    pub on_limit: LimitPolicyConfig,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            events_per_second: 50,
+            events_burst: 200,
+            bytes_per_second: ByteSize::mib(1),
+            bytes_burst: ByteSize::mib(4),
+            sessions_per_cn: 8,
+            on_limit: LimitPolicyConfig::Delay,
+        }
+    }
 }
 
 /// How reoriginate mode reaches OTS's own SSL listener as each client's user.
@@ -618,6 +666,7 @@ fn default_stream_listeners() -> Vec<StreamListenerConfig> {
         require_cn: true,
         identity: None,
         reoriginate: None,
+        limits: LimitsConfig::default(),
     }]
 }
 
@@ -982,7 +1031,7 @@ impl StreamListenerConfig {
     /// The TLS this listener terminates with: its own section, or OTS's files.
     pub fn effective_tls(&self) -> Option<TlsConfig> {
         match self.mode {
-            StreamMode::Passthrough => None,
+            StreamMode::Passthrough | StreamMode::Plain => None,
             _ => Some(self.tls.clone().unwrap_or_else(ots_stream_tls)),
         }
     }
@@ -1014,6 +1063,12 @@ impl StreamListenerConfig {
             return Err(invalid(
                 format!("{key}.tls"),
                 "passthrough relays the client's TLS to OTS untouched; it takes no [stream.tls]",
+            ));
+        }
+        if self.mode == StreamMode::Plain && self.tls.is_some() {
+            return Err(invalid(
+                format!("{key}.tls"),
+                "plain is CoT over plain TCP; it takes no [stream.tls]",
             ));
         }
         if let Some(tls) = &self.tls {
@@ -1059,6 +1114,17 @@ impl StreamListenerConfig {
                 ))
             }
             (None, _) => {}
+        }
+        if self.limits.bytes_per_second.as_u64() > 0
+            && self.limits.bytes_burst.as_u64() < self.max_frame.as_u64()
+        {
+            return Err(invalid(
+                format!("{key}.limits.bytes_burst"),
+                format!(
+                    "must be at least max_frame ({}), or a frame that size could never pass",
+                    self.max_frame
+                ),
+            ));
         }
         if self.mode == StreamMode::Reoriginate && !self.require_cn {
             return Err(invalid(

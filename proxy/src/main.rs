@@ -76,6 +76,17 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Test builds only (feature `test-hooks`, which no release build enables): the first
+    // connection on each listener named in TAKGATE_TEST_INJECT_PANIC (comma-separated) panics,
+    // for tests/tests/panics.rs to show that the built binary unwinds and keeps serving.
+    #[cfg(feature = "test-hooks")]
+    for listener in std::env::var("TAKGATE_TEST_INJECT_PANIC")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|l| !l.is_empty())
+    {
+        app.panics().inject_panic(listener);
+    }
     if matches!(cli.command, Some(Command::Check)) {
         for w in &warnings {
             println!("warning: {w}");
@@ -127,7 +138,8 @@ async fn run(app: App, bound_addrs: Option<&Path>) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => app.reload_tls(),
+            // Not awaited: signals are still handled while the files are read.
+            _ = hup.recv() => drop(app.reload_tls()),
         }
     }
     tracing::info!("shutting down: no new connections; finishing requests in flight");

@@ -35,7 +35,8 @@ pub struct ConnLimits {
     pub max_headers: usize,
 }
 
-/// Accepts until the drain stops; each connection is served on its own task.
+/// Accepts until the drain stops; each connection is served on its own task, where a panic
+/// ends that connection only (counted by the service's `Panics`).
 pub async fn serve_http(
     listener: TcpListener,
     service: Arc<HttpService>,
@@ -72,7 +73,8 @@ pub async fn serve_http(
         drain.tracker().spawn(async move {
             let _permit = permit;
             let _open = GaugeGuard::new(service.metrics().connections_open(service.name()));
-            serve_connection(stream, peer, service, tls, limits, conn_drain).await;
+            let conn = serve_connection(stream, peer, service.clone(), tls, limits, conn_drain);
+            service.panics().guard(service.name(), peer, conn).await;
         });
     }
 }

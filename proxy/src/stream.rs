@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cot::framer::{FramerConfig, MalformedPolicy};
-use cot::gateway::{GatewayConfig, Mode, StreamMetrics};
+use cot::gateway::{GatewayConfig, LimitPolicy, Mode, SessionLimits, StreamMetrics};
 use cot::identity::{ActiveUsers, Credentials, IdentityConfig as CotIdentity, Unavailable};
 use cot::reoriginate::{KeyPassword, Reoriginator, SignerFiles};
 use cot::tls::ReloadableTls;
@@ -14,8 +14,8 @@ use rustls::pki_types::ServerName;
 
 use crate::app::{listener_tls_settings, AppError};
 use crate::config::{
-    IdentityConfig, MalformedConfig, ReoriginateConfig, StreamListenerConfig, StreamMode,
-    UnavailableConfig,
+    IdentityConfig, LimitPolicyConfig, LimitsConfig, MalformedConfig, ReoriginateConfig,
+    StreamListenerConfig, StreamMode, UnavailableConfig,
 };
 
 /// A stream listener's gateway settings, built from its config.
@@ -55,6 +55,7 @@ pub fn gateway_config(
             StreamMode::Passthrough => Mode::Passthrough,
             StreamMode::ProxyProtocol => Mode::ProxyProtocol,
             StreamMode::Raw => Mode::Raw,
+            StreamMode::Plain => Mode::Plain,
         },
         handshake_timeout: tls
             .as_ref()
@@ -74,7 +75,23 @@ pub fn gateway_config(
         require_cn: l.require_cn,
         identity,
         reoriginate,
+        limits: session_limits(&l.limits),
     })
+}
+
+fn session_limits(l: &LimitsConfig) -> SessionLimits {
+    SessionLimits {
+        events_per_second: f64::from(l.events_per_second),
+        events_burst: f64::from(l.events_burst),
+        bytes_per_second: l.bytes_per_second.as_u64() as f64,
+        bytes_burst: l.bytes_burst.as_u64() as f64,
+        sessions_per_cn: l.sessions_per_cn,
+        on_limit: match l.on_limit {
+            LimitPolicyConfig::Delay => LimitPolicy::Delay,
+            LimitPolicyConfig::Drop => LimitPolicy::Drop,
+            LimitPolicyConfig::Close => LimitPolicy::Close,
+        },
+    }
 }
 
 /// The signer is loaded here, before any port is bound: a wrong key or password stops startup

@@ -1,12 +1,17 @@
 //! Every listener's TLS material, reloaded on SIGHUP and whenever its files change on disk
 //! (a rotated certificate, a new CRL, or OTS creating its CA after takgate started), without
 //! dropping established connections.
+//!
+//! Reading and parsing the files (and the `stat`s that notice a change) happen on tokio's
+//! blocking pool, never on a runtime worker: a slow disk, a network mount that hangs or a FIFO
+//! put in a certificate's place stalls the reload, not the requests and sessions.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cot::tls::{ReloadableTls, TlsError};
+use tokio::task::JoinHandle;
 
 use crate::drain::Drain;
 use crate::metrics::HttpMetrics;
@@ -18,49 +23,82 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub struct TlsSources {
     sources: Vec<(String, Arc<ReloadableTls>)>,
     metrics: HttpMetrics,
+    /// One reload at a time (SIGHUP and the poll may coincide): two interleaved reloads could
+    /// leave the older files in force.
+    reloading: Mutex<()>,
 }
 
 impl TlsSources {
     pub fn new(sources: Vec<(String, Arc<ReloadableTls>)>, metrics: HttpMetrics) -> Self {
-        Self { sources, metrics }
-    }
-
-    /// SIGHUP: re-reads every listener's files. A listener whose new files are broken keeps
-    /// serving with its old ones.
-    pub fn reload_all(&self) {
-        for (name, tls) in &self.sources {
-            self.record(name, tls.reload());
+        Self {
+            sources,
+            metrics,
+            reloading: Mutex::new(()),
         }
     }
 
-    /// Reloads the listeners whose files changed since they were last read.
-    pub fn reload_changed(&self) {
-        for (name, tls) in &self.sources {
-            if let Some(result) = tls.reload_if_changed() {
-                self.record(name, result);
+    /// SIGHUP: re-reads every listener's files, on the blocking pool; the handle ends with the
+    /// reload. A listener whose new files are broken keeps serving with its old ones.
+    pub fn reload_all(self: &Arc<Self>) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one = this
+                .reloading
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (name, tls) in &this.sources {
+                this.record(name, tls.reload());
             }
-        }
+        })
     }
 
-    /// Polls for changed files until shutdown.
+    /// Reloads the listeners whose files changed since they were last read, on the blocking
+    /// pool; the handle ends with the reload.
+    pub fn reload_changed(self: &Arc<Self>) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one = this
+                .reloading
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (name, tls) in &this.sources {
+                if let Some(result) = tls.reload_if_changed() {
+                    this.record(name, result);
+                }
+            }
+        })
+    }
+
+    /// Polls for changed files until shutdown. A poll waits for the one before it: a reload
+    /// stuck on a file never piles up blocking threads.
     pub async fn watch(self: Arc<Self>, drain: Drain) {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.reload_changed(),
+                _ = tick.tick() => {}
+                () = drain.stopping() => return,
+            }
+            tokio::select! {
+                _ = self.reload_changed() => {}
                 () = drain.stopping() => return,
             }
         }
     }
 
-    /// Listeners that cannot complete handshakes yet, and the files they wait for.
-    pub fn waiting(&self) -> Vec<(String, Vec<PathBuf>)> {
-        self.sources
-            .iter()
-            .filter(|(_, tls)| !tls.is_ready())
-            .map(|(name, tls)| (name.clone(), tls.missing_files()))
-            .collect()
+    /// Listeners that cannot complete handshakes yet, and the files they wait for (looked up
+    /// on the blocking pool).
+    pub async fn waiting(self: &Arc<Self>) -> Vec<(String, Vec<PathBuf>)> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.sources
+                .iter()
+                .filter(|(_, tls)| !tls.is_ready())
+                .map(|(name, tls)| (name.clone(), tls.missing_files()))
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     fn record(&self, name: &str, result: Result<(), TlsError>) {

@@ -92,5 +92,5 @@ def pytest_runtest_makereport(item, call):
         except KeyError:
             return
         logs = e.run / "logs"
-        for name in ("takgate", "opentakserver", "eud_handler", "cot_parser"):
+        for name in ("takgate", "opentakserver", "eud_handler", "eud_handler_ssl", "cot_parser"):
             item.add_report_section("call", f"{name}.log (tail)", harness.tail(logs / f"{name}.log", 3000))

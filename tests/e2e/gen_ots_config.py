@@ -27,7 +27,7 @@ conf.update(
     OTS_LISTENER_PORT=args.api_port,
     OTS_STREAMING_INTERFACE="127.0.0.1",
     OTS_TCP_STREAMING_PORT=args.tcp_port,
-    # Not started (takgate terminates TLS and relays to the TCP port); kept off 8089 all the same.
+    # eud_handler --ssl: an internal port, the upstream of takgate's reoriginate listener.
     OTS_SSL_STREAMING_PORT=args.ssl_port,
     OTS_UDP_PORT=args.udp_port,
     OTS_MARTI_HTTPS_PORT=args.marti_https_port,

@@ -128,8 +128,9 @@ api_healthy() {
 
 tcp_listening() { port_busy "$1"; }
 
-# The four OTS processes minus `eud_handler --ssl`: takgate terminates TLS on the CoT port and
-# relays to OTS's plain port, so OTS's own SSL listener is not started at all.
+# The four OTS processes. takgate's `terminate` CoT listener relays to OTS's plain port
+# ($OTS_TCP_PORT); its `reoriginate` listener relays to OTS's own `eud_handler --ssl`
+# ($OTS_SSL_PORT, an internal loopback port) with a certificate of the client's CN.
 start_ots_api() {
   ots_env
   start_proc opentakserver "$VENV_OTS/bin/opentakserver"
@@ -146,15 +147,20 @@ start_ots_workers() {
   ots_env
   start_proc cot_parser "$VENV_OTS/bin/cot_parser"
   start_proc eud_handler "$VENV_OTS/bin/eud_handler"
+  # --ssl: OTS_SSL_STREAMING_PORT from config.yml; it loads ca/ca.pem and the server certificate
+  # that opentakserver created on its first start (so it starts after the API is healthy).
+  start_proc eud_handler_ssl "$VENV_OTS/bin/eud_handler" --ssl
   local deadline=$((SECONDS + 60))
-  until tcp_listening "$OTS_TCP_PORT"; do
+  until tcp_listening "$OTS_TCP_PORT" && tcp_listening "$OTS_SSL_PORT"; do
     proc_alive eud_handler || die "eud_handler exited; see $LOGS/eud_handler.log"
-    [ "$SECONDS" -lt "$deadline" ] || die "eud_handler: 127.0.0.1:$OTS_TCP_PORT not listening after 60 s"
+    proc_alive eud_handler_ssl || die "eud_handler --ssl exited; see $LOGS/eud_handler_ssl.log"
+    [ "$SECONDS" -lt "$deadline" ] ||
+      die "eud_handler: 127.0.0.1:$OTS_TCP_PORT (TCP) and 127.0.0.1:$OTS_SSL_PORT (--ssl) not both listening after 60 s"
     sleep 0.2
   done
   proc_alive cot_parser || die "cot_parser exited; see $LOGS/cot_parser.log"
 }
 
 stop_ots() {
-  stop_procs eud_handler cot_parser opentakserver
+  stop_procs eud_handler_ssl eud_handler cot_parser opentakserver
 }

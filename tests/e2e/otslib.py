@@ -68,6 +68,17 @@ class Env:
         return harness.hostport(self.state["takgate"]["stream"]["cot-tls"])
 
     @property
+    def reorig_addr(self) -> tuple[str, int]:
+        """takgate's `reoriginate` CoT listener (in front of OTS's eud_handler --ssl)."""
+        return harness.hostport(self.state["takgate"]["stream"]["cot-reorig"])
+
+    @property
+    def ots_ssl(self) -> tuple[str, int]:
+        """OTS's own TLS CoT listener (eud_handler --ssl), reached directly (no takgate)."""
+        host, port = self.state["ots_ssl"]
+        return host, int(port)
+
+    @property
     def admin_url(self) -> str:
         return f"http://{self.state['takgate']['admin']}"
 
@@ -680,12 +691,13 @@ def csr_for(cn: str) -> tuple[bytes, object]:
 # ----------------------------------------------------------------------------------- pytak
 
 
-def pytak_section(env: Env, cert: str, key: str):
-    """pytak's config for takgate's CoT listener with an OTS-issued certificate. The server is
-    verified against OTS's CA; only the host name is not (OTS's certificate has no 127.0.0.1 SAN)."""
+def pytak_section(env: Env, cert: str, key: str, addr: Optional[tuple[str, int]] = None):
+    """pytak's config for takgate's CoT listener (or `addr`) with an OTS-issued certificate. The
+    server is verified against OTS's CA; only the host name is not (OTS's certificate has no
+    127.0.0.1 SAN)."""
     from configparser import ConfigParser
 
-    host, port = env.cot_addr
+    host, port = addr or env.cot_addr
     cp = ConfigParser(interpolation=None)
     cp["pytak"] = {
         "COT_URL": f"tls://{host}:{port}",
@@ -709,12 +721,15 @@ class PytakClient:
         self.pytak = pytak
         self.tool = pytak.CLITool(section)
         self.run = None
+        self.writers: list = []
         self.received: list[bytes] = []
 
     async def connect(self):
         import asyncio
 
         await asyncio.wait_for(self.tool.setup(), T)
+        # The socket's writer, kept now: CLITool.run() empties tool.tasks once it starts them.
+        self.writers = [w.writer for w in self.tool.tasks if getattr(w, "writer", None) is not None]
         self.run = asyncio.create_task(self.tool.run())
 
     async def send(self, data: bytes):
@@ -767,26 +782,35 @@ class PytakClient:
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=T)
-        for w in self.tool.tasks:
-            writer = getattr(w, "writer", None)
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), T)
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), T)
 
 
-async def registered_pytak(env: Env, cert: str, key: str, prefix: str, attempts: int = 3):
+async def registered_pytak(
+    env: Env,
+    cert: str,
+    key: str,
+    prefix: str,
+    attempts: int = 3,
+    addr: Optional[tuple[str, int]] = None,
+    is_registered: Callable[[str], bool] = None,
+):
     """pytak's counterpart of registered_conn: returns (client, uid, callsign) once OTS has
-    registered the client's first SA (its queue is consumed)."""
+    registered the client's first SA (its queue is consumed). `addr`: default takgate's
+    terminate listener (cot-tls). `is_registered(uid)`: default `registered` (rabbitmqctl)."""
     import asyncio
 
+    is_registered = is_registered or registered
+
     for _ in range(attempts):
-        client = PytakClient(pytak_section(env, cert, key))
+        client = PytakClient(pytak_section(env, cert, key, addr))
         await client.connect()
         await asyncio.sleep(1.0)  # OTS F3: see settle_after_connect
         uid, callsign = unique(f"E2E-{prefix}-"), unique(f"{prefix}-")
         await client.send(sa_event(uid, callsign))
-        if await asyncio.to_thread(registered, uid):
+        if await asyncio.to_thread(is_registered, uid):
             return client, uid, callsign
         await client.close()
     raise AssertionError(f"OTS did not register a pytak {prefix} client in {attempts} attempts (ots-run.md F3)")
@@ -805,3 +829,95 @@ async def relay_until_seen_async(send, seen, what: str, timeout: float = T):
             return got
         if loop.time() >= deadline:
             raise AssertionError(f"{what}: not seen within {timeout}s (sent every {RESEND}s)")
+
+
+# ----------------------------------------------------------------------------------- RabbitMQ
+
+
+class GroupProbe:
+    """The test's own queues on OTS's RabbitMQ `groups` exchange (a topic exchange app.py declares),
+    one per routing key (`<group>.OUT`, `__ANON__.OUT`): where cot_parser publishes each CoT after
+    deciding its groups (cot_parser.py: a user's IN groups -> `<group>.OUT`; no user or no IN
+    group -> `__ANON__.OUT`; a disconnected user's t-x-d-d -> each of its OUT groups). Each message
+    is OTS's JSON {"uid": <sender's uid>, "cot": <the event>}. The queues are exclusive and
+    auto-delete: they go with the connection. Not thread-safe in itself: a lock serialises calls."""
+
+    def __init__(self, routing_keys):
+        import threading
+
+        import pika
+
+        self.lock = threading.Lock()
+        self.conn = pika.BlockingConnection(
+            pika.ConnectionParameters(
+                host="127.0.0.1",
+                port=5672,
+                credentials=pika.PlainCredentials("guest", "guest"),
+                heartbeat=0,  # the test drains it at its own pace; no heartbeats to miss
+                socket_timeout=T,
+                stack_timeout=T,
+                blocked_connection_timeout=T,
+            )
+        )
+        self.ch = self.conn.channel()
+        self.ch.exchange_declare("groups", exchange_type="topic", durable=True, passive=True)
+        self.queues: dict[str, str] = {}
+        self.seen: dict[str, list[tuple[str, str]]] = {}
+        for key in routing_keys:
+            q = self.ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            self.ch.queue_bind(q, "groups", routing_key=key)
+            self.queues[key] = q
+            self.seen[key] = []
+
+    def drain(self) -> None:
+        with self.lock:
+            for key, q in self.queues.items():
+                while True:
+                    method, _props, body = self.ch.basic_get(q, auto_ack=True)
+                    if method is None:
+                        break
+                    try:
+                        msg = json.loads(body)
+                    except ValueError:
+                        msg = {"uid": None, "cot": body.decode("utf-8", "replace")}
+                    self.seen[key].append((msg.get("uid") or "", msg.get("cot") or ""))
+
+    def consumers(self, queue: str) -> int:
+        """Consumers on `queue` (0 if it does not exist): a passive declare on a channel of its
+        own, since RabbitMQ closes the channel when the queue is missing. Cheaper than
+        rabbitmqctl when several clients register at once."""
+        import pika
+
+        with self.lock:
+            ch = self.conn.channel()
+            try:
+                return ch.queue_declare(queue, passive=True).method.consumer_count
+            except pika.exceptions.ChannelClosedByBroker:
+                return 0
+            finally:
+                if ch.is_open:
+                    ch.close()
+
+    def registered(self, uid: str, timeout: float = 5.0) -> bool:
+        """`registered` (a consumer on OTS's queue for `uid`) through this AMQP connection."""
+        try:
+            harness.wait_until(lambda: self.consumers(uid) >= 1, timeout, f"a consumer on OTS queue {uid}")
+            return True
+        except harness.HarnessError:
+            return False
+
+    def uids(self, key: str) -> set:
+        """Sender uids seen on `key` so far (drain first)."""
+        return {uid for uid, _ in self.seen[key]}
+
+    def has(self, key: str, uid: str, cot_type: Optional[str] = None) -> bool:
+        return any(
+            u == uid and (cot_type is None or f'type="{cot_type}"' in cot) for u, cot in self.seen[key]
+        )
+
+    def close(self) -> None:
+        with self.lock:
+            try:
+                self.conn.close()
+            except Exception:
+                pass

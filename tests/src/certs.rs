@@ -44,6 +44,20 @@ pub struct TestPki {
     revoked: Mutex<Vec<SerialNumber>>,
 }
 
+/// How [`TestPki::write_openssl_crl`] runs `openssl ca -gencrl`. The default is a version 1
+/// list, as OpenTAK Server makes its `ca/ca.crl`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpensslCrl<'a> {
+    /// A `crlnumber` file: the list gets a cRLNumber extension, and so version 2.
+    pub crl_number: bool,
+    /// The body of a `crl_extensions` section (lines such as
+    /// `authorityKeyIdentifier = keyid:always`). An empty one still makes OpenSSL write version
+    /// 2, with no extensions at all. `None`: no such section.
+    pub extensions: Option<&'a str>,
+    /// `-crl_lastupdate` and `-crl_nextupdate` (`YYYYMMDDHHMMSSZ`); otherwise now and 3650 days on.
+    pub dates: Option<(&'a str, &'a str)>,
+}
+
 /// A certificate and key issued by a [`TestPki`], on disk and in memory.
 pub struct IssuedCert {
     pub cn: String,
@@ -198,14 +212,18 @@ impl TestPki {
     /// `openssl ca -gencrl` with no `crlnumber` file, which gives a version 1 CRL. Needs the
     /// `openssl` command. Returns the path of `crl-v1.pem`.
     pub fn write_v1_crl(&self) -> PathBuf {
-        let dir = self.dir.path().join("openssl-ca");
+        self.write_openssl_crl("crl-v1.pem", &OpensslCrl::default())
+    }
+
+    /// Writes the CA's current revocation list with `openssl ca -gencrl`, as `opts` say, to
+    /// `name` (PEM) in the CA's directory, and returns its path. Needs the `openssl` command.
+    pub fn write_openssl_crl(&self, name: &str, opts: &OpensslCrl<'_>) -> PathBuf {
+        let dir = self.dir.path().join(format!("openssl-ca-{name}"));
         std::fs::create_dir_all(&dir).expect("openssl-ca dir");
         let key = dir.join("ca.key");
         write(&key, &self.issuer.key().serialize_pem());
         let index: String = self
-            .revoked
-            .lock()
-            .expect("revoked list")
+            .revoked_serials()
             .iter()
             .map(|serial| {
                 let hex: String = serial.as_ref().iter().map(|b| format!("{b:02X}")).collect();
@@ -213,33 +231,105 @@ impl TestPki {
             })
             .collect();
         write(&dir.join("index.txt"), &index);
-        let config = dir.join("ca.cnf");
-        write(
-            &config,
-            &format!(
-                "[ca]\ndefault_ca = ots\n[ots]\ndatabase = {}\ndefault_md = sha256\n\
-                 default_crl_days = 3650\n",
-                dir.join("index.txt").display()
-            ),
+        let mut cnf = format!(
+            "[ca]\ndefault_ca = ots\n[ots]\ndatabase = {}\ndefault_md = sha256\n\
+             default_crl_days = 3650\n",
+            dir.join("index.txt").display()
         );
-        let out = self.dir.path().join("crl-v1.pem");
-        let status = std::process::Command::new("openssl")
-            .args(["ca", "-gencrl", "-batch", "-config"])
+        if opts.crl_number {
+            let number = dir.join("crlnumber");
+            write(&number, "1000\n");
+            cnf.push_str(&format!("crlnumber = {}\n", number.display()));
+        }
+        if let Some(body) = opts.extensions {
+            cnf.push_str(&format!("crl_extensions = crl_ext\n[crl_ext]\n{body}\n"));
+        }
+        let config = dir.join("ca.cnf");
+        write(&config, &cnf);
+        let out = self.dir.path().join(name);
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["ca", "-gencrl", "-batch", "-config"])
             .arg(&config)
             .arg("-keyfile")
             .arg(&key)
             .arg("-cert")
             .arg(&self.ca_pem)
             .arg("-out")
-            .arg(&out)
-            .output()
-            .expect("run openssl");
+            .arg(&out);
+        if let Some((last, next)) = opts.dates {
+            cmd.args(["-crl_lastupdate", last, "-crl_nextupdate", next]);
+        }
+        let status = cmd.output().expect("run openssl");
         assert!(
             status.status.success(),
             "openssl ca -gencrl: {}",
             String::from_utf8_lossy(&status.stderr)
         );
         out
+    }
+
+    /// Writes the CA's current revocation list with Python's `cryptography`, as it writes one
+    /// unless told otherwise: version 2 with no extensions at all (no cRLNumber). Uses the
+    /// workspace's `.venv` (made by `tests/run`) or else `python3`. Returns the PEM's path.
+    pub fn write_python_crl(&self, name: &str) -> PathBuf {
+        const SCRIPT: &str = r#"
+import datetime, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+ca = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+key = serialization.load_pem_private_key(open(sys.argv[2], "rb").read(), None)
+b = (x509.CertificateRevocationListBuilder()
+     .issuer_name(ca.subject)
+     .last_update(datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
+     .next_update(datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc)))
+for serial in sys.argv[4:]:
+    b = b.add_revoked_certificate(x509.RevokedCertificateBuilder()
+        .serial_number(int(serial, 16))
+        .revocation_date(datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
+        .build())
+open(sys.argv[3], "wb").write(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+"#;
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        let python = if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("python3")
+        };
+        let dir = self.dir.path().join(format!("python-{name}"));
+        std::fs::create_dir_all(&dir).expect("python CRL dir");
+        let key = dir.join("ca.key");
+        write(&key, &self.issuer.key().serialize_pem());
+        let out = self.dir.path().join(name);
+        let status = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(&self.ca_pem)
+            .arg(&key)
+            .arg(&out)
+            .args(self.revoked_serials().iter().map(|serial| {
+                let hex: String = serial.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+                hex
+            }))
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+        assert!(
+            status.status.success(),
+            "{} with cryptography (pip install cryptography): {}",
+            python.display(),
+            String::from_utf8_lossy(&status.stderr)
+        );
+        out
+    }
+
+    /// The serials revoked so far.
+    pub fn revoked_serials(&self) -> Vec<SerialNumber> {
+        self.revoked.lock().expect("revoked list").clone()
+    }
+
+    /// Makes `certs` the revoked ones, without writing any list.
+    pub fn set_revoked(&self, certs: &[&IssuedCert]) {
+        *self.revoked.lock().expect("revoked list") =
+            certs.iter().map(|c| c.serial.clone()).collect();
     }
 
     /// Writes the CA's private key (PKCS#8 PEM, unencrypted) beside its certificate, for a

@@ -182,7 +182,7 @@ pub fn stream_config(
     pki: &TestPki,
     extra: &str,
 ) -> String {
-    let tls = if mode == "passthrough" {
+    let tls = if mode == "passthrough" || mode == "plain" {
         String::new()
     } else {
         format!(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -26,6 +26,42 @@ pub fn takgate_bin() -> PathBuf {
 }
 
 fn build_takgate() -> PathBuf {
+    cargo_build_takgate(&[], &[])
+}
+
+/// The takgate binary built with the release profile and the `test-hooks` feature (the panic
+/// hook, `TAKGATE_TEST_INJECT_PANIC`), in a target folder of its own (`release-test-hooks`
+/// beside the workspace's `release`) so that no hooked binary ever sits where release builds
+/// go. Built once per test process; slow (a full optimised build) the first time.
+pub fn takgate_release_with_hooks() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .join("release-test-hooks");
+        let target = target.to_string_lossy().into_owned();
+        // The release profile's panic strategy is what is tested; its LTO and single codegen
+        // unit only cost build minutes (and disk) on a test machine, so they are turned down.
+        cargo_build_takgate(
+            &[
+                "--release",
+                "--features",
+                "test-hooks",
+                "--target-dir",
+                &target,
+            ],
+            &[
+                ("CARGO_PROFILE_RELEASE_LTO", "off"),
+                ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"),
+                ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1"),
+            ],
+        )
+    })
+    .clone()
+}
+
+fn cargo_build_takgate(extra: &[&str], env: &[(&str, &str)]) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let out = Command::new(cargo)
         .args([
@@ -34,6 +70,8 @@ fn build_takgate() -> PathBuf {
             "takgate",
             "--message-format=json-render-diagnostics",
         ])
+        .args(extra)
+        .envs(env.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
@@ -60,13 +98,19 @@ impl TakgateProcess {
     /// Writes `toml` (every listen address `127.0.0.1:0`), starts the binary on it and waits
     /// (bounded) for the addresses it bound.
     pub async fn start(toml: &str) -> Self {
+        Self::start_bin(&takgate_bin(), &[], toml).await
+    }
+
+    /// As [`start`](Self::start), with another takgate binary and extra environment variables.
+    pub async fn start_bin(bin: &Path, env: &[(&str, &str)], toml: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("takgate.toml");
         let bound = dir.path().join("bound.json");
         let log = dir.path().join("takgate.log");
         std::fs::write(&config, toml).expect("writing the config");
         let log_file = std::fs::File::create(&log).expect("creating the log");
-        let child = Command::new(takgate_bin())
+        let child = Command::new(bin)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&config)
             .arg("--bound-addrs")

@@ -1,6 +1,8 @@
 //! The admin listener: liveness, readiness that follows the OTS API, metrics exposition.
 
-use takgate_tests::client::get;
+use takgate_tests::certs::TestPki;
+use takgate_tests::client::{get, within};
+use takgate_tests::cot::{stream_config, CotUpstream};
 use takgate_tests::proxy::{web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 use tokio::net::TcpListener;
@@ -53,4 +55,58 @@ async fn metrics_are_exposed_in_prometheus_text_format() {
     ] {
         assert!(text.contains(needle), "missing {needle}");
     }
+}
+
+/// Concurrent `/readyz` calls share one upstream probe: eight calls, one health request at
+/// the OTS API and one connect to a stream listener's upstream. The API probe is held by the
+/// upstream (its health path is a `/hold`), so every call after the first arrives while it
+/// runs; held past `/readyz`'s 1 s probe timeout, it fails them all alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_readyz_calls_share_one_upstream_probe() {
+    let up = FakeUpstream::start().await;
+    let cot = CotUpstream::start().await;
+    let pki = TestPki::new();
+    let config = format!(
+        "{}\n{}",
+        web_config(&up.url(), "").replace(
+            "connect_timeout = \"1s\"",
+            "connect_timeout = \"1s\"\nhealth_path = \"/api/health/hold\"",
+        ),
+        stream_config("cot", cot.addr, "terminate", &pki, "")
+    );
+    let proxy = TestProxy::start(&config).await;
+    let admin = proxy.addrs.admin;
+    let probes = || {
+        up.seen()
+            .iter()
+            .filter(|s| s.uri.path() == "/api/health/hold")
+            .count()
+    };
+
+    let first = tokio::spawn(async move { get(admin, "/readyz", &[]).await });
+    within(up.held()).await;
+    let others: Vec<_> = (0..7)
+        .map(|_| tokio::spawn(async move { get(admin, "/readyz", &[]).await }))
+        .collect();
+    let mut answers = vec![first.await.unwrap()];
+    for other in others {
+        answers.push(other.await.unwrap());
+    }
+    for got in &answers {
+        assert_eq!(got.status, 503, "{}", got.text());
+        let json: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(json["upstream_error"], "no answer within 1s");
+        assert_eq!(json["stream_upstreams"]["cot"]["ok"], true);
+    }
+    assert_eq!(probes(), 1, "one API probe for eight concurrent calls");
+    drop(cot.accept().await);
+
+    // A call after that probe has finished starts a new API probe; the stream upstream's
+    // outcome is still recent (30 s), so it is not connected to again.
+    let _ = get(admin, "/readyz", &[]).await;
+    assert_eq!(probes(), 2);
+    assert!(
+        cot.try_accept().await.is_none(),
+        "one connect to the CoT upstream in all"
+    );
 }

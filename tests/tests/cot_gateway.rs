@@ -691,3 +691,254 @@ async fn when_ots_cannot_be_asked_fail_closed_refuses_and_says_why() {
     assert!(proxy.metric("takgate_identity_refresh_failures_total", &[]) >= 1.0);
     assert!(up.try_accept().await.is_none());
 }
+
+/// OTS's plain port (8088) behind takgate: no TLS, but the same framing, validation, control
+/// filter and metrics as the TLS modes; OTS sees each connection as its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_mode_frames_and_checks_cot_over_plain_tcp() {
+    let s = setup("plain", "").await;
+    let mut client = within(TcpStream::connect(s.proxy.stream("cot")))
+        .await
+        .unwrap();
+    let forged = event(
+        "t-x-takp-r",
+        "<TakControl><TakResponse status=\"true\"/></TakControl>",
+    );
+    let mut sent = b"<event><point></event>".to_vec();
+    sent.extend_from_slice(&forged);
+    sent.extend_from_slice(SPOT);
+    sent.extend_from_slice(b"<!DOCTYPE x [<!ENTITY a \"b\">]>");
+    sent.extend_from_slice(PING);
+    for chunk in sent.chunks(100) {
+        within(client.write_all(chunk)).await.unwrap();
+    }
+    // Only the well-formed events reach OTS, whole and in order.
+    let mut upstream = s.up.accept().await;
+    let mut want = SPOT.to_vec();
+    want.extend_from_slice(PING);
+    assert_eq!(read_n(&mut upstream, want.len()).await, want);
+    within(upstream.write_all(PING)).await.unwrap();
+    assert_eq!(read_n(&mut client, PING.len()).await, PING);
+    for kind in ["malformed", "forged_control", "doctype"] {
+        s.proxy
+            .wait_metric(
+                "takgate_cot_frame_errors_total",
+                &[("direction", "to_upstream"), ("kind", kind)],
+                1.0,
+            )
+            .await;
+    }
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_stream_connections_total",
+            &[("listener", "cot"), ("mode", "plain")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_cot_frames_total",
+            &[("listener", "cot"), ("direction", "to_upstream")]
+        ),
+        2.0
+    );
+    drop(client);
+    assert!(
+        closed(&mut upstream).await,
+        "the client's close reaches OTS"
+    );
+}
+
+/// `n` distinct position reports from `eud`, each about 300 bytes.
+fn reports(eud: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "<event version=\"2.0\" uid=\"{eud}\" type=\"a-f-G-U-C\" how=\"m-g\" \
+                 time=\"2026-11-26T10:00:00Z\" start=\"2026-11-26T10:00:00Z\" \
+                 stale=\"2026-11-26T10:01:00Z\"><point lat=\"{i}\" lon=\"0\" hae=\"0\" ce=\"1\" \
+                 le=\"1\"/><detail><contact callsign=\"{eud}\"/></detail></event>"
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// Counts the events arriving on `upstream` until `n` have, or `limit` passes.
+async fn count_events(upstream: &mut TcpStream, n: usize, limit: Duration) -> usize {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = vec![0u8; 64 * 1024];
+    while memchr_count(&got) < n {
+        match tokio::time::timeout_at(deadline, upstream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(k)) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    memchr_count(&got)
+}
+
+fn memchr_count(bytes: &[u8]) -> usize {
+    bytes.windows(8).filter(|w| w == b"</event>").count()
+}
+
+/// A device sending as fast as it can is held to its rate: under `drop` the excess is dropped
+/// and counted, exactly; another device's events flow meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_client_is_held_to_its_rate_and_the_excess_dropped() {
+    let s = setup(
+        "terminate",
+        "[stream.limits]\nevents_per_second = 10\nevents_burst = 20\non_limit = \"drop\"\n",
+    )
+    .await;
+    let addr = s.proxy.stream("cot");
+    let flooder = s.pki.issue_client("flooder");
+    let mut flood = tls_connect(addr, &s.pki, Some(&flooder)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let sent: Vec<u8> = reports("flooder", 500).concat();
+    within(flood.write_all(&sent)).await.unwrap();
+    let mut flood_up = s.up.accept().await;
+    // The control: a normal device's report arrives at once, beside the flood.
+    let normal = s.pki.issue_client("normal");
+    let mut client = tls_connect(addr, &s.pki, Some(&normal)).await.unwrap();
+    within(client.write_all(PING)).await.unwrap();
+    let mut normal_up = s.up.accept().await;
+    assert_eq!(read_n(&mut normal_up, PING.len()).await, PING);
+    // Every report is accounted for: relayed or dropped.
+    within(async {
+        while s.proxy.metric(
+            "takgate_stream_rate_limited_total",
+            &[("action", "dropped")],
+        ) + s
+            .proxy
+            .metric("takgate_cot_frames_total", &[("class", "a-f")])
+            < 500.0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let delivered = count_events(&mut flood_up, 500, Duration::from_millis(300)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    // The burst, and the rate over the time it took (plus one for the edge).
+    assert!(delivered >= 20, "the burst passes: {delivered}");
+    assert!(
+        (delivered as f64) <= 20.0 + 10.0 * elapsed + 1.0,
+        "{delivered} events in {elapsed:.2} s"
+    );
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_stream_rate_limited_total",
+            &[("action", "dropped")]
+        ) as usize,
+        500 - delivered
+    );
+}
+
+/// Under `delay` (the default policy) nothing is lost: the client is read no faster than its
+/// rate, so its sends slow down, and every event arrives in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn under_delay_a_fast_client_is_slowed_and_loses_nothing() {
+    let s = setup(
+        "terminate",
+        "read_buffer = \"1KiB\"\n[stream.limits]\nevents_per_second = 200\nevents_burst = 20\n",
+    )
+    .await;
+    let eud = s.pki.issue_client("fast");
+    let mut client = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud))
+        .await
+        .unwrap();
+    let events = reports("fast", 220);
+    let started = tokio::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        client.write_all(&events.concat()).await.unwrap();
+        client
+    });
+    let mut upstream = s.up.accept().await;
+    let all = reports("fast", 220).concat();
+    assert_eq!(read_n(&mut upstream, all.len()).await, all);
+    // 200 past the burst at 200 a second: about a second (less one read batch).
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        s.proxy.metric(
+            "takgate_stream_rate_limited_total",
+            &[("action", "delayed")]
+        ) > 0.0
+    );
+    assert_eq!(s.proxy.metric("takgate_cot_frame_errors_total", &[]), 0.0);
+    drop(within(writer).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_close_a_client_past_its_rate_is_closed() {
+    let s = setup(
+        "terminate",
+        "[stream.limits]\nevents_per_second = 5\nevents_burst = 5\non_limit = \"close\"\n",
+    )
+    .await;
+    let eud = s.pki.issue_client("flooder");
+    let mut client = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud))
+        .await
+        .unwrap();
+    let _ = within(client.write_all(&reports("flooder", 50).concat())).await;
+    assert!(closed(&mut client).await);
+    s.proxy
+        .wait_metric(
+            "takgate_stream_sessions_closed_total",
+            &[("reason", "rate_limited")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        s.proxy
+            .metric("takgate_stream_rate_limited_total", &[("action", "closed")]),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cn_at_its_session_limit_is_refused_until_one_ends() {
+    let s = setup("terminate", "[stream.limits]\nsessions_per_cn = 2\n").await;
+    let addr = s.proxy.stream("cot");
+    let eud = s.pki.issue_client("alice");
+    let mut first = tls_connect(addr, &s.pki, Some(&eud)).await.unwrap();
+    let mut second = tls_connect(addr, &s.pki, Some(&eud)).await.unwrap();
+    for c in [&mut first, &mut second] {
+        within(c.write_all(PING)).await.unwrap();
+        let mut up = s.up.accept().await;
+        assert_eq!(read_n(&mut up, PING.len()).await, PING);
+    }
+    if let Ok(mut third) = tls_connect(addr, &s.pki, Some(&eud)).await {
+        let _ = third.write_all(PING).await;
+        assert!(closed(&mut third).await, "a third session for alice");
+    }
+    s.proxy
+        .wait_metric(
+            "takgate_stream_refused_total",
+            &[("reason", "cn_session_limit")],
+            1.0,
+        )
+        .await;
+    // Another CN is not affected; and once one of alice's sessions ends, she gets in again.
+    let bob = s.pki.issue_client("bob");
+    let mut b = tls_connect(addr, &s.pki, Some(&bob)).await.unwrap();
+    within(b.write_all(PING)).await.unwrap();
+    let mut up = s.up.accept().await;
+    assert_eq!(read_n(&mut up, PING.len()).await, PING);
+    drop(first);
+    s.proxy
+        .wait_metric(
+            "takgate_stream_connections_open",
+            &[("listener", "cot")],
+            2.0,
+        )
+        .await;
+    let mut again = tls_connect(addr, &s.pki, Some(&eud)).await.unwrap();
+    within(again.write_all(PING)).await.unwrap();
+    let mut up = s.up.accept().await;
+    assert_eq!(read_n(&mut up, PING.len()).await, PING);
+}

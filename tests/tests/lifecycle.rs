@@ -215,7 +215,16 @@ async fn sigterm_during_cot_traffic_relays_every_event_read_whole_then_exits_0()
     let config = format!(
         "{}\n[shutdown]\ngrace = \"30s\"\n{}",
         base_config("http://127.0.0.1:1"),
-        stream_config("cot", ots.addr, "terminate", &pki, "").replace(
+        // Clients write as fast as they can, and takgate must read as fast as they write until
+        // OTS's pause stops it: no rate limits here.
+        stream_config(
+            "cot",
+            ots.addr,
+            "terminate",
+            &pki,
+            "[stream.limits]\nevents_per_second = 0\nbytes_per_second = 0\n"
+        )
+        .replace(
             "handshake_timeout = \"500ms\"",
             "handshake_timeout = \"10s\""
         )

@@ -304,7 +304,7 @@ async fn reload_swaps_certificates_without_dropping_connections() {
     let renewed = s.pki.issue_server(&["localhost", "127.0.0.1"]);
     std::fs::copy(&renewed.cert, &s.pki.server_cert).unwrap();
     std::fs::copy(&renewed.key, &s.pki.server_key).unwrap();
-    s.proxy.app.reload_tls();
+    within(s.proxy.app.reload_tls()).await.unwrap();
 
     assert_eq!(served_cert(addr, &s.pki).await, renewed.der.to_vec());
     within(sender.ready()).await.unwrap();
@@ -326,7 +326,7 @@ async fn reload_swaps_certificates_without_dropping_connections() {
 
     // Broken files: the reload fails, is counted, and the previous certificate stays.
     std::fs::write(&s.pki.server_key, "not a key").unwrap();
-    s.proxy.app.reload_tls();
+    within(s.proxy.app.reload_tls()).await.unwrap();
     assert_eq!(served_cert(addr, &s.pki).await, renewed.der.to_vec());
     // At least one: the file watcher may also have seen the change.
     assert!(

@@ -8,7 +8,7 @@ use takgate_tests::certs::{other_ca_client, IssuedCert, TestPki};
 use takgate_tests::client::within;
 use takgate_tests::cot::{closed, read_n, stream_config, tls_connect, TlsCotUpstream, PING, SPOT};
 use takgate_tests::proxy::{base_config, TestProxy};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Setup {
     /// OTS's CA: issues the devices' certificates and OTS's server certificate.
@@ -24,6 +24,7 @@ async fn setup_with(
     server: Option<(&TestPki, IssuedCert)>,
     extra: &str,
     head: &str,
+    tls_extra: &str,
 ) -> Setup {
     let ots = match server {
         Some((server_pki, cert)) => TlsCotUpstream::start(server_pki, &cert, &pki).await,
@@ -36,7 +37,7 @@ async fn setup_with(
         key.display()
     );
     let config = format!(
-        "{}\n{}",
+        "{}\n{}{tls_extra}",
         base_config(head),
         stream_config("cot", ots.addr, "reoriginate", &pki, extra)
             .replace("[stream.tls]", &format!("{reoriginate}[stream.tls]"))
@@ -46,7 +47,7 @@ async fn setup_with(
 }
 
 async fn setup() -> Setup {
-    setup_with(TestPki::new(), None, "", "http://127.0.0.1:1").await
+    setup_with(TestPki::new(), None, "", "http://127.0.0.1:1", "").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,6 +83,13 @@ async fn ots_sees_the_clients_own_cn_and_cot_flows_both_ways() {
         s.proxy
             .metric("takgate_stream_certs_cached", &[("listener", "cot")]),
         2.0
+    );
+    // The signer's expiry is published (the test CA is rcgen's default: valid until 4096).
+    assert!(
+        s.proxy.metric(
+            "takgate_stream_signer_expiry_timestamp_seconds",
+            &[("listener", "cot")]
+        ) > 4.0e9
     );
     assert_eq!(
         s.proxy.metric(
@@ -143,6 +151,41 @@ async fn the_clients_close_reaches_ots_and_ots_close_reaches_the_client() {
     within(at_ots.stream.shutdown()).await.unwrap();
     drop(at_ots);
     assert!(closed(&mut client).await, "OTS's close reaches the client");
+
+    // OTS's own listener (Python's ssl) closes without a close_notify: that is its ordinary
+    // close, passed on to the client as a clean one (a close_notify: the read says 0, not an
+    // error) and counted as `closed`, not as an upstream error.
+    let before = s.proxy.metric(
+        "takgate_stream_sessions_closed_total",
+        &[("listener", "cot"), ("reason", "closed")],
+    );
+    let mut client = tls_connect(addr, &s.pki, Some(&eud)).await.unwrap();
+    within(client.write_all(PING)).await.unwrap();
+    let mut at_ots = s.ots.accept().await;
+    assert_eq!(read_n(&mut at_ots.stream, PING.len()).await, PING);
+    let (tcp, _) = at_ots.stream.into_inner();
+    drop(tcp);
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        within(client.read(&mut buf)).await.unwrap(),
+        0,
+        "a clean close"
+    );
+    within(client.shutdown()).await.unwrap();
+    s.proxy
+        .wait_metric(
+            "takgate_stream_sessions_closed_total",
+            &[("listener", "cot"), ("reason", "closed")],
+            before + 1.0,
+        )
+        .await;
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_stream_sessions_closed_total",
+            &[("reason", "upstream_error")]
+        ),
+        0.0
+    );
 }
 
 /// OTS relays what a client writes to every other client; a client-sent protocol grant would
@@ -204,7 +247,7 @@ async fn an_upstream_that_is_not_ots_is_refused() {
     let pki = TestPki::new();
     let other = TestPki::named("impostor CA");
     let impostor = other.issue_ots_server("opentakserver");
-    let s = setup_with(pki, Some((&other, impostor)), "", "http://127.0.0.1:1").await;
+    let s = setup_with(pki, Some((&other, impostor)), "", "http://127.0.0.1:1", "").await;
     refused_at_upstream_tls(&s).await;
     assert_eq!(
         s.proxy.metric(
@@ -313,7 +356,7 @@ async fn a_deactivated_user_is_refused_and_cut_off_mid_session() {
         "[stream.identity]\ntoken_file = \"{}\"\nrefresh = \"1s\"\n",
         token.display()
     );
-    let s = setup_with(TestPki::new(), None, &identity, &api.url()).await;
+    let s = setup_with(TestPki::new(), None, &identity, &api.url(), "").await;
     let addr = s.proxy.stream("cot");
     let bob = s.pki.issue_client("bob");
     if let Ok(mut tls) = tls_connect(addr, &s.pki, Some(&bob)).await {
@@ -467,4 +510,39 @@ fn a_wrong_or_missing_ca_password_stops_check_naming_the_key() {
     );
     let (ok, text) = check(&config(""), Some("s3cret-ca-pass"));
     assert!(ok, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_certificate_is_refused_before_anything_reaches_ots() {
+    let pki = TestPki::new();
+    let revoked = pki.issue_client("alice");
+    let good = pki.issue_client("carol");
+    let crl = pki.revoke(&revoked);
+    let s = setup_with(
+        pki,
+        None,
+        "",
+        "http://127.0.0.1:1",
+        &format!("crl = \"{}\"\n", crl.display()),
+    )
+    .await;
+    let addr = s.proxy.stream("cot");
+    if let Ok(mut tls) = tls_connect(addr, &s.pki, Some(&revoked)).await {
+        let _ = tls.write_all(PING).await;
+        assert!(closed(&mut tls).await);
+    }
+    s.proxy
+        .wait_metric(
+            "takgate_stream_refused_total",
+            &[("reason", "revoked")],
+            1.0,
+        )
+        .await;
+    // The control: a certificate the list does not name gets through, and is the first at OTS.
+    let mut ok = tls_connect(addr, &s.pki, Some(&good)).await.unwrap();
+    within(ok.write_all(PING)).await.unwrap();
+    let mut at_ots = s.ots.accept().await;
+    assert_eq!(at_ots.cn().as_deref(), Some("carol"));
+    assert_eq!(read_n(&mut at_ots.stream, PING.len()).await, PING);
+    assert!(s.ots.try_accept().await.is_none());
 }

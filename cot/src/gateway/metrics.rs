@@ -1,6 +1,7 @@
 //! Stream listener metrics, registered on a caller-owned registry. Labels come from closed
 //! sets: listener names from the config, modes, directions, refusal reasons, CoT type classes.
 
+use super::limits::LimitPolicy;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -32,6 +33,8 @@ pub struct StreamMetrics {
     certs_issued: IntCounterVec,
     cert_issue_seconds: HistogramVec,
     certs_cached: IntGaugeVec,
+    signer_expiry: IntGaugeVec,
+    rate_limited: IntCounterVec,
 }
 
 /// Per-listener handles, resolved once so the relay's hot path does no label lookups.
@@ -46,6 +49,8 @@ pub struct ListenerMetrics {
     pub to_upstream_bytes: IntCounter,
     pub to_client_bytes: IntCounter,
     pub relay_seconds: Histogram,
+    /// By `LimitPolicy::action`: delayed, dropped, closed.
+    pub rate_limited: [IntCounter; 3],
 }
 
 /// Direction of traffic through the gateway.
@@ -165,8 +170,26 @@ impl StreamMetrics {
                 ),
                 &["listener"],
             )?,
+            signer_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "takgate_stream_signer_expiry_timestamp_seconds",
+                    "When the certificate that signs the per-user certificates expires (Unix \
+                     time); nothing issued outlives it.",
+                ),
+                &["listener"],
+            )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "takgate_stream_rate_limited_total",
+                    "Clients held to their session's event and byte rates, by what was done: \
+                     reading paused (delayed), frames dropped, sessions closed.",
+                ),
+                &["listener", "action"],
+            )?,
         };
         registry.register(Box::new(m.connections_open.clone()))?;
+        registry.register(Box::new(m.rate_limited.clone()))?;
+        registry.register(Box::new(m.signer_expiry.clone()))?;
         registry.register(Box::new(m.certs_issued.clone()))?;
         registry.register(Box::new(m.cert_issue_seconds.clone()))?;
         registry.register(Box::new(m.certs_cached.clone()))?;
@@ -199,6 +222,8 @@ impl StreamMetrics {
                 .bytes
                 .with_label_values(&[listener, Direction::ToClient.as_str()]),
             relay_seconds: self.relay_seconds.with_label_values(&[listener]),
+            rate_limited: [LimitPolicy::Delay, LimitPolicy::Drop, LimitPolicy::Close]
+                .map(|p| self.rate_limited.with_label_values(&[listener, p.action()])),
         }
     }
 
@@ -208,6 +233,7 @@ impl StreamMetrics {
             issued: self.certs_issued.with_label_values(&[listener]),
             seconds: self.cert_issue_seconds.with_label_values(&[listener]),
             cached: self.certs_cached.with_label_values(&[listener]),
+            signer_expiry: self.signer_expiry.with_label_values(&[listener]),
         }
     }
 }
@@ -238,6 +264,10 @@ impl ListenerMetrics {
             .frame_errors
             .with_label_values(&[&self.listener, direction.as_str(), kind])
             .inc();
+    }
+
+    pub fn rate_limited(&self, policy: LimitPolicy) -> &IntCounter {
+        &self.rate_limited[policy as usize]
     }
 
     pub fn bytes(&self, direction: Direction) -> &IntCounter {

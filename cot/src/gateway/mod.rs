@@ -8,7 +8,9 @@
 //! - `passthrough`: the client's TLS bytes go untouched to OTS's own SSL listener.
 //! - `proxy-protocol`: as terminate, with a PROXY v2 header (client address, SSL TLVs, CN) first.
 //! - `raw`: TLS ends here, bytes are relayed unframed (MQTT, RTSP, RTMP).
+//! - `plain`: no TLS (OTS's plain port 8088): CoT framed and validated, as in terminate.
 
+mod limits;
 pub mod metrics;
 mod relay;
 
@@ -26,6 +28,7 @@ use crate::identity::{ActiveUsers, Decision};
 use crate::reoriginate::Reoriginator;
 use crate::tls::ReloadableTls;
 
+pub use limits::{LimitPolicy, SessionLimits};
 pub use metrics::{ListenerMetrics, StreamMetrics};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +38,7 @@ pub enum Mode {
     Passthrough,
     ProxyProtocol,
     Raw,
+    Plain,
 }
 
 impl Mode {
@@ -45,6 +49,7 @@ impl Mode {
             Mode::Passthrough => "passthrough",
             Mode::ProxyProtocol => "proxy-protocol",
             Mode::Raw => "raw",
+            Mode::Plain => "plain",
         }
     }
 
@@ -52,7 +57,7 @@ impl Mode {
     fn framed(self) -> bool {
         matches!(
             self,
-            Mode::Terminate | Mode::Reoriginate | Mode::ProxyProtocol
+            Mode::Terminate | Mode::Reoriginate | Mode::ProxyProtocol | Mode::Plain
         )
     }
 }
@@ -82,6 +87,8 @@ pub struct GatewayConfig {
     pub identity: Option<ActiveUsers>,
     /// Reoriginate mode: the certificates that reach OTS as each client's user.
     pub reoriginate: Option<Arc<Reoriginator>>,
+    /// What one client may send, and how many sessions one CN may hold (framed modes).
+    pub limits: SessionLimits,
 }
 
 /// A stream listener, shared by its connections.
@@ -91,9 +98,11 @@ pub struct Gateway {
     metrics: ListenerMetrics,
     stop: CancellationToken,
     tracker: TaskTracker,
+    panics: crate::panics::Panics,
     /// The outcome of the latest upstream connect, and when: readiness reads it instead of
     /// opening connections of its own (OTS forks a process per connection on 8088).
     upstream_seen: std::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
+    cn_sessions: limits::CnSessions,
 }
 
 /// How recent an upstream connect outcome must be for readiness to use it as it is.
@@ -115,14 +124,18 @@ impl Gateway {
         metrics: &StreamMetrics,
         stop: CancellationToken,
         tracker: TaskTracker,
+        panics: crate::panics::Panics,
     ) -> Self {
         let metrics = metrics.listener(&config.name, config.mode.as_str());
+        panics.init_listener(&config.name);
         Self {
             config,
             metrics,
             stop,
             tracker,
+            panics,
             upstream_seen: std::sync::Mutex::new(None),
+            cn_sessions: limits::CnSessions::default(),
         }
     }
 
@@ -194,7 +207,10 @@ impl Gateway {
                 let _permit = permit;
                 gw.metrics.connections.inc();
                 gw.metrics.connections_open.inc();
-                gw.connection(stream, peer).await;
+                let name = &gw.config.name;
+                gw.panics
+                    .guard(name, peer, gw.connection(stream, peer))
+                    .await;
                 gw.metrics.connections_open.dec();
             });
         }
@@ -208,6 +224,20 @@ impl Gateway {
                 return;
             };
             let reason = relay::copy(self, stream, upstream).await;
+            self.metrics.closed(reason);
+            return;
+        }
+        if self.config.mode == Mode::Plain {
+            // No certificate, so nobody to admit: OTS treats the connection as anonymous, as
+            // it does on its own 8088.
+            let Some(upstream) = self.connect_upstream(addr).await else {
+                return;
+            };
+            let peer = Peer {
+                addr: Some(addr),
+                ..Peer::default()
+            };
+            let reason = relay::framed(self, stream, upstream, &peer).await;
             self.metrics.closed(reason);
             return;
         }
@@ -237,8 +267,20 @@ impl Gateway {
             .handshake_seconds
             .observe(started.elapsed().as_secs_f64());
         let peer = peer_of(addr, tls.get_ref().1);
+        let mut _cn_session = None;
         if self.config.mode.framed() {
-            if let Err(reason) = self.admit(&peer).await {
+            let admitted = self.admit(&peer).await.and_then(|()| {
+                let Some(cn) = peer.cn.as_deref() else {
+                    return Ok(());
+                };
+                _cn_session = Some(
+                    self.cn_sessions
+                        .enter(cn, self.config.limits.sessions_per_cn)
+                        .ok_or("cn_session_limit")?,
+                );
+                Ok(())
+            });
+            if let Err(reason) = admitted {
                 self.metrics.refused(reason);
                 tracing::info!(listener = %name, client = %addr, cn = ?peer.cn, reason, "connection refused");
                 return;

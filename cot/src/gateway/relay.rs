@@ -16,6 +16,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::limits::{LimitPolicy, Pace, Verdict};
 use super::metrics::Direction;
 use super::{Gateway, Peer};
 use crate::framer::{Framer, Negotiation};
@@ -30,6 +31,8 @@ enum End {
     Shutdown,
     /// A frame broke the rules and the policy is to close.
     FrameError,
+    /// The client went past its rate and the policy is to close.
+    Limited,
     /// Reading or writing failed.
     Io,
 }
@@ -157,12 +160,14 @@ where
                 End::Eof => up_done = true,
                 End::Shutdown => return "shutdown",
                 End::FrameError => return "frame_error",
+                End::Limited => return "rate_limited",
                 End::Io => return "client_error",
             },
             end = &mut down, if !down_done => match end {
                 End::Eof => down_done = true,
                 End::Shutdown => return "shutdown",
                 End::FrameError => return "upstream_frame_error",
+                End::Limited => return "rate_limited",
                 End::Io => return "upstream_error",
             },
             () = session.idle(gw.config.idle_timeout) => return "idle",
@@ -216,6 +221,10 @@ where
     };
     let bytes = metrics.bytes(direction).clone();
     let mut frames = FrameCounters::default();
+    // Only what clients send is limited, and only where it is framed.
+    let mut pace = (direction == Direction::ToUpstream && matches!(inbox, Inbox::Framed(_)))
+        .then(|| Pace::new(&gw.config.limits, Instant::now()))
+        .filter(|p| !p.is_off());
     let mut out: Vec<Bytes> = Vec::new();
     let limit = gw.config.read_buffer.max(1);
     loop {
@@ -243,9 +252,15 @@ where
                 }
                 None
             }
-            Inbox::Framed(Unfinished { framer, .. }) => {
-                take_frames(gw, session, direction, framer, &mut frames, &mut out)
-            }
+            Inbox::Framed(Unfinished { framer, .. }) => take_frames(
+                gw,
+                session,
+                direction,
+                framer,
+                &mut frames,
+                pace.as_mut(),
+                &mut out,
+            ),
         };
         let relayed = out.len();
         if !out.is_empty() && send(&mut writer, &mut out).await.is_err() {
@@ -260,6 +275,19 @@ where
         if let Some(end) = failed {
             return end;
         }
+        // Past its rate under `delay`: the client's next bytes wait (in its socket, then in its
+        // own sends) until the session is back within it.
+        let wait = pace.as_ref().map_or(Duration::ZERO, Pace::wait);
+        if wait > Duration::ZERO && closed.is_none() {
+            metrics.rate_limited(LimitPolicy::Delay).inc();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = gw.stop.cancelled() => {
+                    let _ = writer.shutdown().await;
+                    return End::Shutdown;
+                }
+            }
+        }
         match closed {
             None => inbox.release_if_empty(),
             Some(Closed::Eof) => {
@@ -267,7 +295,18 @@ where
                 let _ = writer.shutdown().await;
                 return End::Eof;
             }
-            Some(Closed::Failed) => return End::Io,
+            // OTS's own SSL listener (Python's ssl module) closes its sockets without a TLS
+            // close_notify, which rustls reports as an unexpected end of file. It is OTS's
+            // ordinary close: pass it on as one (the client gets its close_notify). A cut cannot
+            // smuggle anything: only whole frames are relayed, and a frame left unfinished is
+            // counted as truncated.
+            Some(Closed::Failed(io::ErrorKind::UnexpectedEof))
+                if direction == Direction::ToClient =>
+            {
+                let _ = writer.shutdown().await;
+                return End::Eof;
+            }
+            Some(Closed::Failed(_)) => return End::Io,
         }
     }
 }
@@ -280,9 +319,11 @@ fn take_frames(
     direction: Direction,
     framer: &mut Framer,
     frames: &mut FrameCounters,
+    mut pace: Option<&mut Pace>,
     out: &mut Vec<Bytes>,
 ) -> Option<End> {
     let metrics = &gw.metrics;
+    let policy = gw.config.limits.on_limit;
     loop {
         if session.proto_granted.load(Ordering::Acquire) {
             framer.switch_to_protobuf();
@@ -318,6 +359,16 @@ fn take_frames(
                 session.proto_granted.store(true, Ordering::Release);
             }
             _ => {}
+        }
+        if let Some(pace) = pace.as_deref_mut() {
+            if pace.frame(frame.bytes().len(), policy, Instant::now()) == Verdict::Over {
+                metrics.rate_limited(policy).inc();
+                if policy == LimitPolicy::Close {
+                    tracing::info!(listener = %gw.config.name, "client past its rate; closing the session");
+                    return Some(End::Limited);
+                }
+                continue;
+            }
         }
         frames.inc(metrics, direction, frame.class().as_str());
         out.push(frame.into_bytes());
@@ -421,7 +472,7 @@ impl Inbox<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Closed {
     Eof,
-    Failed,
+    Failed(io::ErrorKind),
 }
 
 /// Reads what `reader` has: waits for the first bytes, then takes whatever else it can hand over
@@ -446,7 +497,7 @@ async fn fill<R: Source>(
         match read.poll(cx) {
             Poll::Ready(Ok(0)) => return Poll::Ready((total, Some(Closed::Eof))),
             Poll::Ready(Ok(n)) => total += n,
-            Poll::Ready(Err(_)) => return Poll::Ready((total, Some(Closed::Failed))),
+            Poll::Ready(Err(e)) => return Poll::Ready((total, Some(Closed::Failed(e.kind())))),
             Poll::Pending if total > 0 => return Poll::Ready((total, None)),
             Poll::Pending => return Poll::Pending,
         }

@@ -22,6 +22,8 @@ use rustls::ClientConfig;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::rate::TokenBucket;
+
 pub use signer::{subject_cn, KeyPassword, Signer, SignerError, SignerFiles};
 pub use verify::OtsServerVerifier;
 
@@ -65,6 +67,8 @@ pub struct IssueMetrics {
     pub issued: IntCounter,
     pub seconds: Histogram,
     pub cached: IntGauge,
+    /// Unix time at which the signer's own certificate expires.
+    pub signer_expiry: IntGauge,
 }
 
 /// A CN's upstream TLS client config and when to renew it.
@@ -99,12 +103,6 @@ struct Cache {
     clock: u64,
 }
 
-/// Paces issuing: `rate` tokens a second, at most `rate` saved up.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 /// Shared by a listener's connections.
 pub struct Reoriginator {
     config: ReoriginateConfig,
@@ -113,7 +111,8 @@ pub struct Reoriginator {
     last_try: Mutex<Option<Instant>>,
     verifier: Mutex<Option<Arc<OtsServerVerifier>>>,
     cache: Mutex<Cache>,
-    bucket: Mutex<Bucket>,
+    /// Paces issuing: `issue_rate` a second, as many saved up.
+    bucket: Mutex<TokenBucket>,
     metrics: IssueMetrics,
 }
 
@@ -148,16 +147,16 @@ impl Reoriginator {
             Some(s) => Some(Arc::new(Self::verifier_for(s, &config)?)),
             None => None,
         };
+        if let Some(s) = &signer {
+            s.report_expiry(&metrics);
+        }
         let rate = f64::from(config.issue_rate.max(1));
         Ok(Self {
             signer: Mutex::new(signer),
             last_try: Mutex::new(None),
             verifier: Mutex::new(verifier),
             cache: Mutex::new(Cache::default()),
-            bucket: Mutex::new(Bucket {
-                tokens: rate,
-                at: Instant::now(),
-            }),
+            bucket: Mutex::new(TokenBucket::new(rate, rate, Instant::now())),
             metrics,
             config,
         })
@@ -204,6 +203,7 @@ impl Reoriginator {
         match loaded {
             Ok((s, v)) => {
                 tracing::info!(ca = %self.config.files.ca.display(), "reoriginate signer loaded");
+                s.report_expiry(&self.metrics);
                 *lock(&self.signer) = Some(s.clone());
                 *lock(&self.verifier) = Some(v.clone());
                 Some((s, v))
@@ -376,26 +376,21 @@ impl Reoriginator {
 
     /// Waits for the pace to allow one more certificate, until `deadline` at the latest.
     async fn take_token(&self, deadline: Option<Instant>) -> Result<(), IssueError> {
-        let rate = f64::from(self.config.issue_rate.max(1));
         let wait = {
-            let mut b = lock(&self.bucket);
+            let mut bucket = lock(&self.bucket);
             let now = Instant::now();
-            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
-            b.at = now;
-            b.tokens -= 1.0;
-            if b.tokens >= 0.0 {
-                return Ok(());
-            }
-            let wait = Duration::from_secs_f64(-b.tokens / rate);
-            if deadline.is_none_or(|d| now + wait > d) {
+            let wait = bucket.take(1.0, now);
+            if wait > Duration::ZERO && deadline.is_none_or(|d| now + wait > d) {
                 // Not ours: give it back.
-                b.tokens += 1.0;
+                bucket.refund(1.0);
                 return Err(IssueError::Busy);
             }
             wait
         };
         // The token is ours; it becomes usable at its time in the pace.
-        tokio::time::sleep(wait).await;
+        if wait > Duration::ZERO {
+            tokio::time::sleep(wait).await;
+        }
         Ok(())
     }
 }

@@ -181,6 +181,17 @@ impl Signer {
         Ok(signer)
     }
 
+    /// Sets the signer-expiry gauge, so an alert can fire before the signer runs out.
+    pub fn report_expiry(&self, metrics: &super::IssueMetrics) {
+        let secs = self
+            .signer_not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        metrics
+            .signer_expiry
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
+    }
+
     /// OTS's CA, as the trust anchor for OTS's server certificate.
     pub fn roots(&self) -> Arc<RootCertStore> {
         self.roots.clone()

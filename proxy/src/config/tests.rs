@@ -1079,3 +1079,54 @@ fn bad_reoriginate_settings_name_their_key() {
         &["stream[0].reoriginate", "only mode"],
     );
 }
+
+#[test]
+fn plain_mode_takes_no_tls_and_no_identity() {
+    let plain = |extra: &str| {
+        format!(
+            "[[stream]]\nname = \"cot\"\nlisten = \"0.0.0.0:8088\"\nupstream = \"127.0.0.1:18088\"\n\
+             mode = \"plain\"\n{extra}\n"
+        )
+    };
+    let c = Config::parse(&plain("")).unwrap();
+    assert_eq!(c.stream[0].mode, StreamMode::Plain);
+    assert!(c.stream[0].effective_tls().is_none());
+    assert_rejected(
+        &plain("[stream.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nclient_auth = \"none\""),
+        &["stream[0].tls", "plain"],
+    );
+    assert_rejected(
+        &plain("[stream.identity]\ntoken_file = \"/t\""),
+        &["stream[0].identity"],
+    );
+}
+
+#[test]
+fn stream_limits_default_to_what_keeps_a_normal_atak_client_untouched() {
+    let c = Config::parse(&reoriginate_with("")).unwrap();
+    let l = &c.stream[0].limits;
+    assert_eq!(*l, LimitsConfig::default());
+    assert_eq!((l.events_per_second, l.events_burst), (50, 200));
+    assert_eq!(l.bytes_per_second, ByteSize::mib(1));
+    assert_eq!(l.bytes_burst, ByteSize::mib(4));
+    assert_eq!(l.sessions_per_cn, 8);
+    assert_eq!(l.on_limit, LimitPolicyConfig::Delay);
+    let c = Config::parse(&reoriginate_with(
+        "[stream.limits]\nevents_per_second = 0\non_limit = \"close\"\nsessions_per_cn = 1\n",
+    ))
+    .unwrap();
+    let l = &c.stream[0].limits;
+    assert_eq!(
+        (l.events_per_second, l.on_limit, l.sessions_per_cn),
+        (0, LimitPolicyConfig::Close, 1)
+    );
+    assert_eq!(l.events_burst, 200, "the other keys keep their defaults");
+    assert_rejected(
+        &reoriginate_with("max_frame = \"2MiB\"\n[stream.limits]\nbytes_burst = \"1MiB\"\n"),
+        &["stream[0].limits.bytes_burst", "max_frame"],
+    );
+    assert_rejected(
+        &reoriginate_with("[stream.limits]\non_limit = \"slow\"\n"),
+        &["unknown variant", "slow"],
+    );
+}

@@ -83,6 +83,11 @@ fn decode_for_routing(path: &str) -> Result<String, InvalidPath> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).ok_or(InvalidPath)?;
+            // Two hex digits, nothing else: `u8::from_str_radix` would also take a sign, so
+            // `%+f` would decode as `%0F` where nginx (and RFC 3986) see a malformed escape.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(InvalidPath);
+            }
             let hex = std::str::from_utf8(hex).map_err(|_| InvalidPath)?;
             let byte = u8::from_str_radix(hex, 16).map_err(|_| InvalidPath)?;
             if byte == 0 {
@@ -173,6 +178,12 @@ mod tests {
             "/%4",
             "/%zz",
             "/a%00b",
+            // A sign is not a hex digit, though `u8::from_str_radix` accepts one.
+            "/%+f",
+            "/a%+1b",
+            "/%-1",
+            "/%-0",
+            "/% f",
         ] {
             assert_eq!(normalize(bad), Err(InvalidPath), "{bad}");
         }

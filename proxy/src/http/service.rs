@@ -12,6 +12,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use cot::panics::Panics;
+
 use crate::config::HttpListenerConfig;
 use crate::drain::Drain;
 use crate::error::{ErrorKind, ProxyError};
@@ -38,6 +40,7 @@ pub struct HttpService {
     forwarder: Arc<Forwarder>,
     metrics: HttpMetrics,
     drain: Drain,
+    panics: Panics,
     max_body: u64,
     body_read_timeout: Duration,
     default_host: String,
@@ -71,9 +74,11 @@ impl HttpService {
         forwarder: Arc<Forwarder>,
         metrics: HttpMetrics,
         drain: Drain,
+        panics: Panics,
         access_log: bool,
     ) -> Self {
         metrics.init_listener(&config.name);
+        panics.init_listener(&config.name);
         let scheme = if config.tls.is_some() {
             Scheme::HTTPS
         } else {
@@ -97,6 +102,7 @@ impl HttpService {
             forwarder,
             metrics,
             drain,
+            panics,
             max_body: config.max_body.as_u64(),
             body_read_timeout: config.body_read_timeout,
             default_host,
@@ -111,6 +117,11 @@ impl HttpService {
 
     pub fn metrics(&self) -> &HttpMetrics {
         &self.metrics
+    }
+
+    /// The guard of this listener's connection tasks (`server`) and WebSocket relays.
+    pub fn panics(&self) -> &Panics {
+        &self.panics
     }
 
     pub fn scheme(&self) -> &Scheme {
@@ -239,6 +250,7 @@ impl HttpService {
                 self.name.clone(),
                 class,
                 self.drain.clone(),
+                (self.panics.clone(), client.peer),
             );
             return Ok(Answer {
                 response: resp.map(|_| body::empty()),

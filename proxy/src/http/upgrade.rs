@@ -1,10 +1,14 @@
 //! HTTP/1.1 upgrades (WebSocket): detected on the request, relayed byte for byte after the
 //! upstream's 101, and tracked so shutdown can wait for them and then cut them.
 
+use std::net::SocketAddr;
+
 use http::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
+
+use cot::panics::Panics;
 
 use crate::counted::Counted;
 use crate::drain::Drain;
@@ -35,7 +39,9 @@ pub fn websocket_upgrade(method: &http::Method, headers: &HeaderMap) -> Option<H
     (connection_upgrade && is_websocket).then(|| upgrade.clone())
 }
 
-/// Relays the two upgraded connections until either side closes or shutdown cuts them.
+/// Relays the two upgraded connections until either side closes or shutdown cuts them, on a
+/// task of its own guarded as connection tasks are (`guard`: the listener's `Panics` and the
+/// client's address).
 pub fn spawn_relay(
     client: OnUpgrade,
     upstream: OnUpgrade,
@@ -43,31 +49,51 @@ pub fn spawn_relay(
     listener: std::sync::Arc<str>,
     route: RouteClass,
     drain: Drain,
+    guard: (Panics, SocketAddr),
 ) {
     let tracker = drain.tracker().clone();
+    let (panics, peer) = guard;
+    let name = listener.clone();
     tracker.spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!(listener = %listener, error = %e, "upgrade did not complete");
-                return;
-            }
-        };
-        let _open = GaugeGuard::new(metrics.websocket_open(&listener, route));
-        // Counted as the bytes pass, so a long-lived WebSocket shows its traffic while open.
-        let (to_upstream, to_client) = metrics.websocket_counters(&listener, route);
-        let mut client = Counted::new(TokioIo::new(client), to_upstream);
-        let mut upstream = Counted::new(TokioIo::new(upstream), to_client);
-        tokio::select! {
-            res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                if let Err(e) = res {
-                    tracing::debug!(listener = %listener, error = %e, "upgraded connection ended");
-                }
-            }
-            () = drain.upgrades_closing() => {
-                // Best effort: both peers see a clean end of stream rather than a reset.
-                let _ = tokio::join!(client.shutdown(), upstream.shutdown());
+        panics
+            .guard(
+                &name,
+                peer,
+                relay(client, upstream, metrics, listener, route, drain),
+            )
+            .await
+    });
+}
+
+async fn relay(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    metrics: HttpMetrics,
+    listener: std::sync::Arc<str>,
+    route: RouteClass,
+    drain: Drain,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(listener = %listener, error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let _open = GaugeGuard::new(metrics.websocket_open(&listener, route));
+    // Counted as the bytes pass, so a long-lived WebSocket shows its traffic while open.
+    let (to_upstream, to_client) = metrics.websocket_counters(&listener, route);
+    let mut client = Counted::new(TokioIo::new(client), to_upstream);
+    let mut upstream = Counted::new(TokioIo::new(upstream), to_client);
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = res {
+                tracing::debug!(listener = %listener, error = %e, "upgraded connection ended");
             }
         }
-    });
+        () = drain.upgrades_closing() => {
+            // Best effort: both peers see a clean end of stream rather than a reset.
+            let _ = tokio::join!(client.shutdown(), upstream.shutdown());
+        }
+    }
 }
