@@ -6,7 +6,7 @@
 Reads OUT/runs/WORKLOAD/TARGET-RUN.json (loadtest reports), OUT/meta.json, OUT/api-rate.json,
 OUT/takgate-start.json and OUT/nginx-start.json. Takes the median of every figure over the
 runs, per workload and target; compares takgate with nginx and both with direct; checks the
-figures against issue 6's bar. Writes OUT/summary.json, OUT/plots/WORKLOAD.svg (latency by
+figures against issue 6's bar (and issue 11's, for the reorig-* workloads). Writes OUT/summary.json, OUT/plots/WORKLOAD.svg (latency by
 percentile, HdrHistogram style: direct, nginx and takgate on one chart, the median run bold and
 the others faint) and OUT/summary.md, and prints the Markdown. With --publish, also writes
 ROOT/BENCHMARKS.md and copies the plots and summary.json to ROOT/docs/bench/.
@@ -47,6 +47,12 @@ WORKLOADS = {
                          ("msg/s", "ops.received_per_s"), "latency"),
     "cot-idle-10k": ("10,000 idle mutual-TLS connections held (fewer under a low open-file limit); the server's RSS growth per connection",
                      ("KiB/conn", "server_rss.per_connection_kib"), None),
+    "reorig-handshakes": ("cot-handshakes to OTS's TLS CoT port: direct, nginx passthrough, takgate reoriginate",
+                          ("handshakes/s", "connections.handshakes_per_s"), "connections.setup"),
+    "reorig-latency-2000": ("cot-latency-2000 to OTS's TLS CoT port: direct, nginx passthrough, takgate reoriginate; sending starts 2 s after the last handshake",
+                            ("msg/s", "ops.received_per_s"), "latency"),
+    "reorig-idle-10k": ("cot-idle-10k to OTS's TLS CoT port: direct, nginx passthrough, takgate reoriginate (a client and an upstream TLS session each)",
+                        ("KiB/conn", "server_rss.per_connection_kib"), None),
 }
 FIXED_RATE = ("api-rate", "cot-latency-2000")
 
@@ -55,6 +61,8 @@ ADDED_P99_MAX_MS = 1.0
 KIB_PER_IDLE_CONN_MAX = 32
 START_TO_READY_MAX_MS = 50
 IDLE_RSS_MAX_KB = 15e6 / 1024  # 15 MB
+# Issue 11's bar (takgate in mode reoriginate, in front of OTS's TLS CoT port).
+REORIG_KIB_PER_IDLE_SESSION_MAX = 48
 
 
 def get(r, path):
@@ -324,12 +332,30 @@ def checks(summary, start):
     held = fig("cot-idle-10k", "takgate", "connections_held")
     rows.append((f"RSS per idle mTLS connection ({num(held)} held)", f"≤ {KIB_PER_IDLE_CONN_MAX} KiB",
                  num(k, "KiB"), None if k is None else k <= KIB_PER_IDLE_CONN_MAX))
+    rows += reorig_checks(fig) if any(w.startswith("reorig-") for w in summary) else []
     s = (start or {}).get("start_to_ready_ms")
     rows.append(("takgate start to ready", f"≤ {START_TO_READY_MAX_MS} ms", num(s, "ms"),
                  None if s is None else s <= START_TO_READY_MAX_MS))
     rss = (start or {}).get("idle_rss_kb")
     rows.append(("takgate idle RSS", "≤ 15 MB", "–" if rss is None else f"{rss * 1024 / 1e6:.1f} MB",
                  None if rss is None else rss <= IDLE_RSS_MAX_KB))
+    return rows
+
+
+def reorig_checks(fig):
+    """Issue 11's bar: takgate's reoriginate mode in front of OTS's TLS CoT port."""
+    rows = []
+    t = fig("reorig-latency-2000", "takgate", "p99_added_ms")
+    rows.append(("reoriginate: p99 added over direct ≤ 1 ms: CoT, 2,000 clients × 1 event/s",
+                 f"≤ {ADDED_P99_MAX_MS:.3f} ms", added_ms(t), None if t is None else t <= ADDED_P99_MAX_MS))
+    k = fig("reorig-idle-10k", "takgate", "kib_per_conn")
+    held = fig("reorig-idle-10k", "takgate", "connections_held")
+    rows.append((f"reoriginate: RSS per idle session, client + upstream TLS ({num(held)} held)",
+                 f"≤ {REORIG_KIB_PER_IDLE_SESSION_MAX} KiB", num(k, "KiB"),
+                 None if k is None else k <= REORIG_KIB_PER_IDLE_SESSION_MAX))
+    t, n = fig("reorig-handshakes", "takgate", "value"), fig("reorig-handshakes", "nginx", "value")
+    rows.append(("reoriginate ≥ nginx stream passthrough: full handshakes/s",
+                 "–" if n is None else f"≥ {num(n)}", num(t), None if t is None or n is None else t >= n))
     return rows
 
 
@@ -358,11 +384,14 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
         L.append(f"- **api-rate:** {api_rate['rate']:,} req/s, {api_rate['source']}")
     L.append("")
 
-    L.append("## Bar (issue 6)")
+    reorig = any(w.startswith("reorig-") for w in summary)
+    L.append("## Bar (issues 6 and 11)" if reorig else "## Bar (issue 6)")
     L.append("")
     L.append("| check | bar | takgate | |")
     L.append("|---|---|---|---|")
     for name, bar, got, ok in checks(summary, start):
+        if ok is None and got == "–":
+            continue  # a workload (or target) this run left out
         L.append(f"| {name} | {bar} | {got} | {'–' if ok is None else ('✓' if ok else '✗')} |")
     L.append("")
 
@@ -383,7 +412,7 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
     L.append("")
     L.append("Milliseconds. From each operation's *intended* start (open model: a stalled server "
              "delays the requests queued behind it, and that counts) to its response or echo; for "
-             "cot-handshakes, connection setup (TCP connect + TLS handshake). "
+             "cot-handshakes and reorig-handshakes, connection setup (TCP connect + TLS handshake). "
              "*Added* is the target's p99 minus direct's.")
     L.append("")
     L.append("| workload | p50 direct | p50 nginx | p50 takgate | p99 direct | p99 nginx | p99 takgate "
@@ -415,9 +444,23 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
     L.append(f"| start to ready, ms | – | – | {num(s2r)} |")
     rss = [None, (nginx_start or {}).get("idle_rss_kb"), (start or {}).get("idle_rss_kb")]
     L.append("| idle RSS, MB | " + " | ".join("–" if r is None else f"{r * 1024 / 1e6:.1f}" for r in rss) + " |")
+    if reorig:
+        hs = summary.get("reorig-handshakes", {})
+        L.append("| to OTS's TLS port: handshakes/s (2,000 connections, 64 at a time) | "
+                 + " | ".join(num((hs.get(t) or {}).get("handshakes_per_s")) for t in TARGETS) + " |")
+        idle = summary.get("reorig-idle-10k", {})
+        L.append("| to OTS's TLS port: RSS per idle session, KiB | "
+                 + " | ".join(num((idle.get(t) or {}).get("kib_per_conn")) for t in TARGETS) + " |")
+        L.append("| to OTS's TLS port: idle sessions held | "
+                 + " | ".join(num((idle.get(t) or {}).get("connections_held")) for t in TARGETS) + " |")
     L.append("")
     L.append("Direct's CoT figures are the upstream stand-in's own (a rustls echo server); nginx's "
              "RSS is its master and worker together.")
+    if reorig:
+        L.append("To OTS's TLS port (reorig-*), nginx only relays TCP (TLS runs end to end between "
+                 "client and OTS), so its sessions hold no TLS state, and its handshakes are OTS's; "
+                 "takgate's hold two TLS sessions (the client's, and its own to OTS) and it does both "
+                 "handshakes.")
     L.append("")
 
     if plots:
@@ -455,6 +498,17 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
              "connections (or as many as the open-file limit allows) are held, once its count of "
              "established connections has stopped growing, minus its RSS before, over the "
              "connections held.")
+    if reorig:
+        L.append("- reorig-* (issue 11): the upstream is OTS's TLS CoT port (`eud_handler --ssl`), "
+                 "stood in for by `loadtest sink --ots`: a CoT echo over TLS with a certificate "
+                 "whose subject CN is opentakserver, requiring client certificates from the "
+                 "bench's CA. **direct** connects to it with the client's certificate; **nginx** "
+                 "relays TCP to it (`stream { server { listen ...; proxy_pass ...; } }`, "
+                 "passthrough); **takgate** terminates the client's mutual TLS and re-originates "
+                 "TLS to it (`mode = \"reoriginate\"`), presenting a certificate it issues "
+                 "for the client's CN with the CA's key. The clients' four certificates (four "
+                 "CNs) are taken in turn, so takgate issues four certificates and then serves "
+                 "them from its cache.")
     L.append("- At maximum rate (static, api-max, ws-relay, cot-relay-1k) latency is mostly "
              "queueing and follows throughput; the latency comparison that matters is at fixed "
              "rates (api-rate, cot-latency-2000).")

@@ -34,9 +34,11 @@ pub enum Command {
     Ws(WsArgs),
     /// GETs of a list of URLs (a small file and a large asset), with throughput in MB/s.
     Static(StaticArgs),
-    /// A loopback CoT sink/echo (TCP or TLS), or an HTTP + WebSocket echo server.
+    /// A loopback CoT sink/echo (TCP, TLS, or OTS's TLS port with --ots), or an HTTP +
+    /// WebSocket echo server.
     Sink(SinkArgs),
-    /// Writes a CA, a server certificate (localhost, 127.0.0.1, ::1) and client certificates.
+    /// Writes a CA, a server certificate (localhost, 127.0.0.1, ::1), an OTS server certificate
+    /// (CN opentakserver) and client certificates.
     Certs(CertsArgs),
 }
 
@@ -150,6 +152,11 @@ pub struct StreamArgs {
     /// After sending stops, how long to wait for outstanding echoes.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// Once every connection is set up, hold them idle this long before the send phase (not
+    /// measured): lets a proxy finish what it does after the client's handshake (takgate's
+    /// reoriginate mode connects to its upstream then) before latency counts.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -276,6 +283,11 @@ pub struct SinkArgs {
     /// certificates.
     #[arg(long, value_name = "DIR")]
     pub gen_certs: Option<PathBuf>,
+    /// Stand in for OTS's TLS CoT port (`eud_handler --ssl`): with --gen-certs, present the
+    /// PKI's OTS server certificate (subject CN opentakserver) instead of the localhost one,
+    /// require client certificates from its CA, and record the clients' CNs.
+    #[arg(long, requires = "gen_certs")]
+    pub ots: bool,
     /// Exit after this long (default: on SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -286,7 +298,8 @@ pub struct SinkArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct CertsArgs {
-    /// Folder for ca.pem, ca.key, server.pem, server.key, client-N.pem, client-N.key.
+    /// Folder for ca.pem, ca.key, server.pem, server.key, ots-server.pem, ots-server.key,
+    /// client-N.pem, client-N.key.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// How many client certificates (CN loadtest-1 …).

@@ -4,10 +4,15 @@
 //!   the stream with takgate's framer and counts frames; with `--echo` writes each frame back
 //!   to its sender, so a client can time round trips direct and through takgate. This stands
 //!   in for OTS's plain CoT port 8088 (or its TLS port).
+//! - OTS's TLS CoT port (`--ots --gen-certs DIR`, with or without `--echo`): the CoT sink over
+//!   TLS presenting the PKI's OTS server certificate (subject CN `opentakserver`), client
+//!   certificates required from the PKI's CA, recording each client's CN. This stands in for
+//!   OTS's `eud_handler --ssl` behind takgate's `reoriginate` mode (and nginx's passthrough).
 //! - HTTP (`--http`, alias `--ws`): answers `{"status":"ok"}` to anything, `GET /bytes/N` with
 //!   N bytes, POST with the count of bytes received, and echoes WebSocket messages on any path
 //!   that asks to upgrade. This stands in for OTS's API and Socket.IO on 8081.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +40,9 @@ use tokio_tungstenite::WebSocketStream;
 use crate::cli::SinkArgs;
 use crate::tls::Pki;
 
+/// Distinct client CNs a sink remembers (`--ots`); more are counted, not kept.
+const MAX_CNS: usize = 1024;
+
 /// Largest `/bytes/N` body.
 const MAX_BYTES: usize = 256 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +53,8 @@ pub struct SinkStats {
     pub connections: AtomicU64,
     pub open: AtomicU64,
     pub tls_errors: AtomicU64,
+    /// TLS sessions resumed rather than fully negotiated.
+    pub tls_resumed: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// CoT frames read.
@@ -53,6 +63,10 @@ pub struct SinkStats {
     pub requests: AtomicU64,
     pub ws_sessions: AtomicU64,
     pub ws_messages: AtomicU64,
+    /// `--ots`: TLS sessions whose verified client certificate had a subject CN.
+    pub client_cns_seen: AtomicU64,
+    /// `--ots`: the distinct CNs (the first [`MAX_CNS`]).
+    pub client_cns: Mutex<BTreeSet<String>>,
 }
 
 /// A snapshot of [`SinkStats`].
@@ -61,6 +75,7 @@ pub struct SinkSummary {
     pub connections: u64,
     pub open: u64,
     pub tls_errors: u64,
+    pub tls_resumed: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub frames: u64,
@@ -68,6 +83,8 @@ pub struct SinkSummary {
     pub requests: u64,
     pub ws_sessions: u64,
     pub ws_messages: u64,
+    pub client_cns_seen: u64,
+    pub client_cns: Vec<String>,
 }
 
 impl SinkStats {
@@ -77,6 +94,7 @@ impl SinkStats {
             connections: g(&self.connections),
             open: g(&self.open),
             tls_errors: g(&self.tls_errors),
+            tls_resumed: g(&self.tls_resumed),
             bytes_in: g(&self.bytes_in),
             bytes_out: g(&self.bytes_out),
             frames: g(&self.frames),
@@ -84,6 +102,14 @@ impl SinkStats {
             requests: g(&self.requests),
             ws_sessions: g(&self.ws_sessions),
             ws_messages: g(&self.ws_messages),
+            client_cns_seen: g(&self.client_cns_seen),
+            client_cns: self
+                .client_cns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -104,6 +130,7 @@ pub struct Sink {
     pub stats: Arc<SinkStats>,
     mode: Mode,
     tls: bool,
+    ots: bool,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -111,6 +138,8 @@ pub struct Sink {
 struct Conn {
     stats: Arc<SinkStats>,
     mode: Mode,
+    /// Record the clients' CNs.
+    ots: bool,
     stop: watch::Receiver<bool>,
     big: Arc<Mutex<Bytes>>,
 }
@@ -123,8 +152,14 @@ impl Sink {
             if args.echo {
                 bail!("--echo is for the CoT sink; the HTTP sink always echoes WebSockets");
             }
+            if args.ots {
+                bail!("--ots is a CoT sink (OTS's TLS CoT port), not an HTTP one");
+            }
             Mode::Http
         } else {
+            if args.ots && args.gen_certs.is_none() {
+                bail!("--ots takes its certificates from a PKI: --gen-certs DIR");
+            }
             Mode::Cot {
                 echo: args.echo,
                 max_frame: args.max_frame,
@@ -142,6 +177,7 @@ impl Sink {
             Conn {
                 stats: stats.clone(),
                 mode,
+                ots: args.ots,
                 stop: stop_rx,
                 big: Arc::new(Mutex::new(Bytes::new())),
             },
@@ -151,6 +187,7 @@ impl Sink {
             stats,
             mode,
             tls,
+            ots: args.ots,
             stop,
             task,
         })
@@ -162,12 +199,17 @@ impl Sink {
             Mode::Cot { echo, .. } => ("cot", echo),
             Mode::Http => ("http", true),
         };
-        serde_json::json!({
+        let mut line = serde_json::json!({
             "addr": self.addr.to_string(),
             "mode": mode,
             "tls": self.tls,
             "echo": echo,
-        })
+        });
+        if self.ots {
+            line["ots"] = true.into();
+            line["server_name"] = crate::tls::OTS_SERVER_NAME.into();
+        }
+        line
     }
 
     /// Stops accepting and returns what was seen once every connection has ended: at its
@@ -201,11 +243,25 @@ fn tls_acceptor(args: &SinkArgs) -> anyhow::Result<Option<tokio_rustls::TlsAccep
     let (cert, key, ca) = match &args.gen_certs {
         Some(dir) => {
             let pki = Pki::load_or_generate(dir, 1)?;
-            (
-                pki.server_cert,
-                pki.server_key,
-                args.ca.clone().or(Some(pki.ca)),
-            )
+            if args.ots {
+                for f in [&pki.ots_cert, &pki.ots_key] {
+                    if !f.exists() {
+                        bail!(
+                            "--ots: {} is missing (a PKI from an older loadtest): run \
+                             `loadtest certs --out {}` again",
+                            f.display(),
+                            dir.display()
+                        );
+                    }
+                }
+                (pki.ots_cert, pki.ots_key, args.ca.clone().or(Some(pki.ca)))
+            } else {
+                (
+                    pki.server_cert,
+                    pki.server_key,
+                    args.ca.clone().or(Some(pki.ca)),
+                )
+            }
         }
         None => match (&args.cert, &args.key) {
             (Some(c), Some(k)) => (c.clone(), k.clone(), args.ca.clone()),
@@ -270,6 +326,7 @@ fn spawn_conn(
     let c = Conn {
         stats: conn.stats.clone(),
         mode: conn.mode,
+        ots: conn.ots,
         stop: conn.stop.clone(),
         big: conn.big.clone(),
     };
@@ -294,10 +351,30 @@ async fn serve(tcp: tokio::net::TcpStream, acceptor: Option<tokio_rustls::TlsAcc
         None => serve_io(tcp, c).await,
         Some(acceptor) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => serve_io(tls, c).await,
+                Ok(Ok(tls)) => {
+                    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        add(&c.stats.tls_resumed, 1);
+                    }
+                    if c.ots {
+                        record_cn(tls.get_ref().1, &c.stats);
+                    }
+                    serve_io(tls, c).await
+                }
                 _ => add(&c.stats.tls_errors, 1),
             }
         }
+    }
+}
+
+/// Notes the verified client certificate's subject CN.
+fn record_cn(conn: &rustls::ServerConnection, stats: &SinkStats) {
+    let Some(cn) = cot::tls::peer_leaf(conn).and_then(|der| cot::gateway::common_name(der)) else {
+        return;
+    };
+    add(&stats.client_cns_seen, 1);
+    let mut cns = stats.client_cns.lock().unwrap_or_else(|e| e.into_inner());
+    if cns.len() < MAX_CNS && !cns.contains(&cn) {
+        cns.insert(cn);
     }
 }
 

@@ -1,7 +1,8 @@
 //! What `cot` and `ws` share: many long-lived clients that connect (with bounded
 //! concurrency), wait for everyone, send on their own schedules, and read echoes.
 //!
-//! Phases: **setup** (every connection attempted; timed: handshakes/s), **send** (from "go"
+//! Phases: **setup** (every connection attempted; timed: handshakes/s), an optional idle
+//! **settle** (`--settle`, not measured), **send** (from "go"
 //! for `--duration`, or until `--max-messages`), **drain** (until every message sent has come
 //! back, at most `--drain`). Then every connection is dropped.
 
@@ -65,6 +66,7 @@ impl Plan {
                 "connect_concurrency".into(),
                 self.stream.connect_concurrency.into(),
             ),
+            ("settle_s".into(), self.stream.settle.as_secs_f64().into()),
         ]);
         if self.rate == Rate::Max {
             s.insert("window".into(), self.stream.window.into());
@@ -346,6 +348,9 @@ where
         }
     }
     let setup = setup_start.elapsed();
+    if !plan.idle && !plan.stream.settle.is_zero() {
+        tokio::time::sleep(plan.stream.settle).await;
+    }
     let stats = &shared.stats;
     let writers = Stats::get(&stats.conns_established);
     let t0 = Instant::now();

@@ -16,6 +16,10 @@ use serde::Serialize;
 
 use crate::cli::TlsArgs;
 
+/// The name on OTS's server certificate (its subject CN): what takgate's `reoriginate` mode
+/// checks by default, and what clients connecting to OTS directly ask for.
+pub const OTS_SERVER_NAME: &str = "opentakserver";
+
 /// The files of a loadtest PKI in one folder.
 #[derive(Debug, Clone, Serialize)]
 pub struct Pki {
@@ -26,6 +30,11 @@ pub struct Pki {
     /// For `localhost` and 127.0.0.1.
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// OTS's own server certificate, as its `eud_handler --ssl` presents it: subject CN
+    /// [`OTS_SERVER_NAME`] (also its one DNS name, so that direct clients can verify it with
+    /// `--server-name opentakserver`), EKU serverAuth, signed by the same CA.
+    pub ots_cert: PathBuf,
+    pub ots_key: PathBuf,
     /// Client certificates (CN `loadtest-1`, `loadtest-2`, …) and their keys.
     pub clients: Vec<ClientFiles>,
 }
@@ -45,6 +54,8 @@ impl Pki {
             ca_key: dir.join("ca.key"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
+            ots_cert: dir.join("ots-server.pem"),
+            ots_key: dir.join("ots-server.key"),
             clients: Vec::new(),
         }
     }
@@ -105,6 +116,15 @@ impl Pki {
             2,
             &pki.server_cert,
             &pki.server_key,
+        )?;
+        issue(
+            OTS_SERVER_NAME,
+            vec![OTS_SERVER_NAME.into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            // Apart from the client certificates' 3, 4, …
+            1 << 32,
+            &pki.ots_cert,
+            &pki.ots_key,
         )?;
         for i in 1..=clients.max(1) {
             let files = Self::client_paths(dir, i);
@@ -287,6 +307,23 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        // OTS's server certificate: CN opentakserver, serverAuth, from the same CA, and a
+        // server config (client certificates from that CA required) builds on it.
+        let der = cot::tls::load_certs(&pki.ots_cert).unwrap().remove(0);
+        assert_eq!(
+            cot::gateway::common_name(&der).as_deref(),
+            Some(OTS_SERVER_NAME)
+        );
+        let mut ots = cot::tls::TlsSettings::new(&pki.ots_cert, &pki.ots_key);
+        ots.client_ca = Some(pki.ca.clone());
+        ots.client_auth = cot::tls::ClientAuth::Required;
+        cot::tls::server_config(&ots).unwrap();
+        // The CA key is PKCS#8 PEM, as takgate's reoriginate signer reads it.
+        let ca_key = std::fs::read_to_string(&pki.ca_key).unwrap();
+        assert!(
+            ca_key.starts_with("-----BEGIN PRIVATE KEY-----"),
+            "{ca_key}"
+        );
 
         let again = Pki::load_or_generate(dir.path(), 10).unwrap();
         assert_eq!(again.clients.len(), 3, "an existing PKI is reused as it is");

@@ -109,6 +109,29 @@ async fn cot_max_rate_keeps_a_window_per_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cot_settle_holds_the_connections_before_the_send_phase() {
+    let s = sink("--echo").await;
+    let addr = s.addr.to_string();
+    let t0 = std::time::Instant::now();
+    let r = run_ok(&format!(
+        "cot --plain --target {addr} -n 3 --rate-per-client 100 --max-messages 30 \
+        --settle 400ms --duration 30s -q"
+    ))
+    .await;
+    assert_no_errors(&r);
+    assert_eq!((r.ops.sent, r.ops.ok), (30, 30));
+    assert_eq!(r.settings["settle_s"], 0.4);
+    // The settle is in the run's wall time, not in its measured time.
+    assert!(
+        t0.elapsed().as_secs_f64() >= 0.4 + r.elapsed_s,
+        "{}",
+        r.elapsed_s
+    );
+    assert!(r.elapsed_s < 0.4, "{}", r.elapsed_s);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cot_without_echo_is_counted_by_the_sink() {
     let s = sink("").await;
     let addr = s.addr.to_string();
@@ -177,6 +200,96 @@ async fn cot_untrusted_server_counts_tls_errors() {
     let seen = s.shutdown().await;
     assert!(seen.tls_errors <= 4);
     assert_eq!(seen.frames, 0);
+}
+
+/// A plain TCP relay to `upstream` (what nginx's `stream { proxy_pass; }` without `ssl` does):
+/// TLS goes through it end to end.
+async fn tcp_relay(upstream: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cot_to_an_ots_tls_sink_directly_and_through_a_tcp_relay() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path().to_str().unwrap();
+    loadtest::tls::Pki::generate(pki.path(), 3).unwrap();
+    // OTS's TLS CoT port: its own certificate (CN opentakserver), client certificates from
+    // the same CA required, the clients' CNs recorded.
+    let s = sink(&format!("--echo --ots --gen-certs {dir}")).await;
+    let announce = s.announce();
+    assert_eq!(
+        (&announce["tls"], &announce["ots"], &announce["server_name"]),
+        (&true.into(), &true.into(), &"opentakserver".into())
+    );
+    let addr = s.addr;
+    let relay = tcp_relay(addr).await;
+    for target in [addr, relay] {
+        let r = run_ok(&format!(
+            "cot --target {target} --gen-certs {dir} --server-name opentakserver -n 6 \
+            --rate-per-client 100 --max-messages 120 --duration 30s --drain 20s -q"
+        ))
+        .await;
+        assert_no_errors(&r);
+        assert_eq!((r.ops.sent, r.ops.received, r.ops.ok), (120, 120, 120));
+        assert_eq!(r.connections.established, 6);
+    }
+    // The certificate is OTS's, not localhost's: a client checking for localhost refuses it.
+    let r = run_ok(&format!(
+        "cot --target {addr} --gen-certs {dir} -n 2 --duration 200ms -q"
+    ))
+    .await;
+    assert_eq!(r.errors["tls"], 2, "{:?}", r.errors);
+    // A client without a certificate from the CA is refused by the sink.
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = loadtest::tls::Pki::generate(other.path(), 1).unwrap();
+    let r = run_ok(&format!(
+        "cot --target {addr} --ca {} --cert {} --key {} --server-name opentakserver -n 2 \
+        --rate-per-client 10 --duration 300ms -q",
+        pki.path().join("ca.pem").display(),
+        other_pki.clients[0].cert.display(),
+        other_pki.clients[0].key.display(),
+    ))
+    .await;
+    assert_eq!(r.ops.ok, 0, "{:?}", r.errors);
+    assert!(r.errors_total >= 2, "{:?}", r.errors);
+    let seen = s.shutdown().await;
+    assert_eq!(seen.frames, 240);
+    // 12 sessions with a verified certificate, three CNs taken in turn.
+    assert_eq!(seen.client_cns_seen, 12);
+    assert_eq!(
+        seen.client_cns,
+        ["loadtest-1", "loadtest-2", "loadtest-3"].map(String::from)
+    );
+    assert!(seen.tls_errors >= 2, "{seen:?}");
+    // loadtest's clients do full handshakes unless --resume.
+    assert_eq!(seen.tls_resumed, 0);
+}
+
+#[tokio::test]
+async fn the_ots_sink_needs_a_pki_and_cot() {
+    let argv = ["loadtest", "sink", "--ots"];
+    assert!(<loadtest::cli::Cli as clap::Parser>::try_parse_from(argv).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let Command::Sink(a) = command(&format!(
+        "sink --http --ots --gen-certs {}",
+        dir.path().display()
+    )) else {
+        unreachable!()
+    };
+    let e = Sink::start(&a).await.err().unwrap().to_string();
+    assert!(e.contains("--ots"), "{e}");
 }
 
 #[tokio::test]

@@ -96,3 +96,68 @@ client_ca = "{}"
     let seen = http_sink.shutdown().await;
     assert_eq!(seen.ws_messages, 200);
 }
+
+/// The bench's reorig-* setup in miniature: OTS's TLS CoT port stood in for by `sink --ots`
+/// (certificate CN opentakserver from loadtest's CA, client certificates required), behind a
+/// takgate `reoriginate` listener signing with loadtest's CA key. OTS sees each client's own
+/// CN, and every event comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cot_through_takgate_reoriginate_to_the_ots_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path(), 3).unwrap();
+    let ots = sink(&format!(
+        "--echo --ots --gen-certs {}",
+        dir.path().display()
+    ))
+    .await;
+    let config = format!(
+        r#"{}
+[[stream]]
+name = "cot-reorig"
+listen = "127.0.0.1:0"
+upstream = "{}"
+mode = "reoriginate"
+[stream.tls]
+cert = "{}"
+key = "{}"
+client_ca = "{}"
+[stream.reoriginate]
+ca = "{}"
+signer_key = "{}"
+server_name = "opentakserver"
+"#,
+        web_config("http://127.0.0.1:9", ""),
+        ots.addr,
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display(),
+        pki.ca.display(),
+        pki.ca_key.display(),
+    );
+    let proxy = TestProxy::start(&config).await;
+    let cot = proxy.stream("cot-reorig");
+    let r = run_ok(&format!(
+        "cot --target {cot} --gen-certs {} -n 9 --rate-per-client 50 --max-messages 450 \
+         --duration 30s --drain 20s -q",
+        dir.path().display()
+    ))
+    .await;
+    assert_eq!(r.errors_total, 0, "{}", r.table());
+    assert_eq!((r.ops.sent, r.ops.received, r.ops.ok), (450, 450, 450));
+    assert_eq!(r.connections.established, 9);
+    // One certificate per CN, issued by takgate; the rest from its cache.
+    assert_eq!(
+        proxy.metric(
+            "takgate_stream_certs_issued_total",
+            &[("listener", "cot-reorig")]
+        ),
+        3.0
+    );
+    let seen = ots.shutdown().await;
+    assert_eq!(seen.frames, 450);
+    assert_eq!(seen.client_cns_seen, 9);
+    assert_eq!(
+        seen.client_cns,
+        ["loadtest-1", "loadtest-2", "loadtest-3"].map(String::from)
+    );
+}
