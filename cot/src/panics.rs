@@ -48,21 +48,31 @@ impl Panics {
     ///
     /// Code after this call still runs when the connection panicked, so gauges decremented
     /// after it stay right.
-    pub async fn guard<F>(&self, listener: &str, client: SocketAddr, conn: F)
+    /// `conn`, with a panic in it caught, counted and logged. Built without an `async fn` taking
+    /// `conn` by value: such a state machine keeps a moved-from copy of `conn` beside the one it
+    /// polls, which doubled every connection task's memory.
+    pub fn guard<'a, F>(
+        &'a self,
+        listener: &'a str,
+        client: SocketAddr,
+        conn: F,
+    ) -> impl Future<Output = ()> + 'a
     where
-        F: Future<Output = ()>,
+        F: Future<Output = ()> + 'a,
     {
         #[cfg(any(test, feature = "test-hooks"))]
         let conn = test_hooks::injected(conn, self.take_injection(listener));
-        if let Err(payload) = AssertUnwindSafe(conn).catch_unwind().await {
-            self.total.with_label_values(&[listener]).inc();
-            tracing::error!(
-                listener,
-                client = %client,
-                panic = panic_message(&*payload),
-                "connection task panicked; it was closed, the others go on"
-            );
-        }
+        AssertUnwindSafe(conn).catch_unwind().map(move |outcome| {
+            if let Err(payload) = outcome {
+                self.total.with_label_values(&[listener]).inc();
+                tracing::error!(
+                    listener,
+                    client = %client,
+                    panic = panic_message(&*payload),
+                    "connection task panicked; it was closed, the others go on"
+                );
+            }
+        })
     }
 }
 

@@ -73,8 +73,16 @@ pub async fn serve_http(
         drain.tracker().spawn(async move {
             let _permit = permit;
             let _open = GaugeGuard::new(service.metrics().connections_open(service.name()));
-            let conn = serve_connection(stream, peer, service.clone(), tls, limits, conn_drain);
-            service.panics().guard(service.name(), peer, conn).await;
+            // Built in place: a named local would keep a second copy of the connection's state
+            // in this task for as long as it runs.
+            service
+                .panics()
+                .guard(
+                    service.name(),
+                    peer,
+                    serve_connection(stream, peer, service.clone(), tls, limits, conn_drain),
+                )
+                .await;
         });
     }
 }
