@@ -49,7 +49,7 @@ WORKLOADS = {
                      ("KiB/conn", "server_rss.per_connection_kib"), None),
     "reorig-handshakes": ("cot-handshakes to OTS's TLS CoT port: direct, nginx passthrough, takgate reoriginate",
                           ("handshakes/s", "connections.handshakes_per_s"), "connections.setup"),
-    "reorig-latency-2000": ("cot-latency-2000 to OTS's TLS CoT port: direct, nginx passthrough, takgate reoriginate; sending starts 2 s after the last handshake",
+    "reorig-latency-2000": ("cot-latency-2000 to OTS's TLS CoT port: direct, nginx passthrough, takgate reoriginate; sending starts 2 s after the last handshake; direct reaches the same OTS stand-in (on the load core) that the proxies relay to",
                             ("msg/s", "ops.received_per_s"), "latency"),
     "reorig-idle-10k": ("cot-idle-10k to OTS's TLS CoT port: direct, nginx passthrough, takgate reoriginate (a client and an upstream TLS session each)",
                         ("KiB/conn", "server_rss.per_connection_kib"), None),
