@@ -196,3 +196,27 @@ pub fn stream_config(
         "[[stream]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\nmode = \"{mode}\"\n{extra}\n{tls}"
     )
 }
+
+/// A client presenting `cert` to `addr` is refused: its handshake fails, or the session is
+/// closed before anything is relayed; and `takgate_stream_refused_total{reason}` reaches `count`.
+pub async fn assert_refused(
+    proxy: &crate::proxy::TestProxy,
+    addr: SocketAddr,
+    pki: &TestPki,
+    cert: &IssuedCert,
+    reason: &str,
+    count: f64,
+) {
+    if let Ok(mut tls) = tls_connect(addr, pki, Some(cert)).await {
+        use tokio::io::AsyncWriteExt;
+        let _ = tls.write_all(PING).await;
+        assert!(
+            closed(&mut tls).await,
+            "{} must be refused ({reason})",
+            cert.cn
+        );
+    }
+    proxy
+        .wait_metric("takgate_stream_refused_total", &[("reason", reason)], count)
+        .await;
+}

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use takgate_tests::certs::{other_ca_client, IssuedCert, TestPki};
 use takgate_tests::client::within;
-use takgate_tests::cot::{closed, read_n, stream_config, tls_connect, TlsCotUpstream, PING, SPOT};
+use takgate_tests::cot::{
+    assert_refused, closed, read_n, stream_config, tls_connect, TlsCotUpstream, PING, SPOT,
+};
 use takgate_tests::proxy::{base_config, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -275,17 +277,15 @@ async fn an_upstream_that_is_not_ots_is_refused() {
 /// A client of `s` is closed because the upstream's TLS failed, and that is counted.
 async fn refused_at_upstream_tls(s: &Setup) {
     let eud = s.pki.issue_client("alice");
-    if let Ok(mut client) = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud)).await {
-        let _ = client.write_all(PING).await;
-        assert!(closed(&mut client).await);
-    }
-    s.proxy
-        .wait_metric(
-            "takgate_stream_refused_total",
-            &[("reason", "upstream_tls")],
-            1.0,
-        )
-        .await;
+    assert_refused(
+        &s.proxy,
+        s.proxy.stream("cot"),
+        &s.pki,
+        &eud,
+        "upstream_tls",
+        1.0,
+    )
+    .await;
 }
 
 /// A fake OTS serving `cert` of `pki` itself.
@@ -322,13 +322,7 @@ async fn clients_without_exactly_one_cn_or_from_another_ca_never_reach_ots() {
         (&empty_cn, "no_cn", 2.0),
         (&stranger, "unknown_ca", 1.0),
     ] {
-        if let Ok(mut tls) = tls_connect(addr, &s.pki, Some(cert)).await {
-            let _ = tls.write_all(PING).await;
-            assert!(closed(&mut tls).await, "{reason}");
-        }
-        s.proxy
-            .wait_metric("takgate_stream_refused_total", &[("reason", reason)], count)
-            .await;
+        assert_refused(&s.proxy, addr, &s.pki, cert, reason, count).await;
     }
     // The control: a good client in the same run does reach OTS, and is the first to.
     let eud = s.pki.issue_client("alice");
@@ -359,16 +353,7 @@ async fn a_deactivated_user_is_refused_and_cut_off_mid_session() {
     let s = setup_with(TestPki::new(), None, &identity, &api.url(), "").await;
     let addr = s.proxy.stream("cot");
     let bob = s.pki.issue_client("bob");
-    if let Ok(mut tls) = tls_connect(addr, &s.pki, Some(&bob)).await {
-        assert!(closed(&mut tls).await, "bob is inactive");
-    }
-    s.proxy
-        .wait_metric(
-            "takgate_stream_refused_total",
-            &[("reason", "inactive_user")],
-            1.0,
-        )
-        .await;
+    assert_refused(&s.proxy, addr, &s.pki, &bob, "inactive_user", 1.0).await;
     let alice = s.pki.issue_client("alice");
     let mut client = tls_connect(addr, &s.pki, Some(&alice)).await.unwrap();
     within(client.write_all(PING)).await.unwrap();
@@ -527,17 +512,7 @@ async fn a_revoked_certificate_is_refused_before_anything_reaches_ots() {
     )
     .await;
     let addr = s.proxy.stream("cot");
-    if let Ok(mut tls) = tls_connect(addr, &s.pki, Some(&revoked)).await {
-        let _ = tls.write_all(PING).await;
-        assert!(closed(&mut tls).await);
-    }
-    s.proxy
-        .wait_metric(
-            "takgate_stream_refused_total",
-            &[("reason", "revoked")],
-            1.0,
-        )
-        .await;
+    assert_refused(&s.proxy, addr, &s.pki, &revoked, "revoked", 1.0).await;
     // The control: a certificate the list does not name gets through, and is the first at OTS.
     let mut ok = tls_connect(addr, &s.pki, Some(&good)).await.unwrap();
     within(ok.write_all(PING)).await.unwrap();
