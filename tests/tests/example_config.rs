@@ -30,6 +30,7 @@ fn the_shipped_example_parses_and_covers_every_ots_server_block() {
         streams,
         [
             (8089, "127.0.0.1:8089", StreamMode::Reoriginate),
+            (8088, "127.0.0.1:8088", StreamMode::Plain),
             (8883, "127.0.0.1:1883", StreamMode::Raw),
             (8322, "127.0.0.1:8554", StreamMode::Raw),
             (1936, "127.0.0.1:1935", StreamMode::Raw),
