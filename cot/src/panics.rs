@@ -50,7 +50,7 @@ impl Panics {
     /// after it stay right.
     /// `conn`, with a panic in it caught, counted and logged. Built without an `async fn` taking
     /// `conn` by value: such a state machine keeps a moved-from copy of `conn` beside the one it
-    /// polls, which doubled every connection task's memory.
+    /// polls, which cost every connection 5.8 KiB (loadtest/bench cot-idle-10k).
     pub fn guard<'a, F>(
         &'a self,
         listener: &'a str,

@@ -839,15 +839,41 @@ MALFORMED = (
 )
 
 
-def probe_plain(name, host, port, sink):
-    """Plain CoT (no TLS): an event sent in two pieces reaches the fake eud_handler whole, in one
-    write; a malformed one after it never reaches it; the event after that does."""
+def bytes_read(admin, listener):
+    """takgate_stream_bytes_total{direction="to_upstream"} of one listener: what takgate has read
+    from its clients."""
+    metrics = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+    for line in metrics.splitlines():
+        if (
+            line.startswith("takgate_stream_bytes_total{")
+            and f'listener="{listener}"' in line
+            and 'direction="to_upstream"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_bytes_read(admin, listener, at_least, seconds=5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if bytes_read(admin, listener) >= at_least:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def probe_plain(name, listener, admin, host, port, sink):
+    """Plain CoT (no TLS): an event sent in two pieces (the second only once takgate has read the
+    first) reaches the fake eud_handler whole, in one write; a malformed one after it never
+    reaches it; the event after that does."""
     first = COT.replace(b'uid="drift-1"', b'uid="drift-plain-1"')
     last = COT.replace(b'uid="drift-1"', b'uid="drift-plain-2"')
     cut = first.index(b"<point")
+    before = bytes_read(admin, listener)
     with socket.create_connection((host, port), timeout=3) as s:
         s.sendall(first[:cut])
-        time.sleep(0.3)
+        read_first = wait_bytes_read(admin, listener, before + cut)
+        (ok if read_first else fail)(f"{name}: takgate read the event's first piece: {read_first}")
         s.sendall(first[cut:])
         got_first = wait_received(sink, b'uid="drift-plain-1"')
         s.sendall(MALFORMED)
@@ -927,7 +953,7 @@ def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
                     got = wait_received(sink, marker)
                 (ok if got else fail)(f"{name}: passthrough bytes reached the upstream: {got}")
             elif mode == "plain":
-                probe_plain(name, h, int(p), sink)
+                probe_plain(name, item["name"], bound["admin"], h, int(p), sink)
             else:
                 with socket.create_connection((h, int(p)), timeout=3) as raw:
                     with client_ctx(pki, True).wrap_socket(raw, server_hostname="opentakserver") as s:

@@ -40,21 +40,21 @@ impl TlsSources {
     /// SIGHUP: re-reads every listener's files, on the blocking pool; the handle ends with the
     /// reload. A listener whose new files are broken keeps serving with its old ones.
     pub fn reload_all(self: &Arc<Self>) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _one = this
-                .reloading
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for (name, tls) in &this.sources {
-                this.record(name, tls.reload());
-            }
-        })
+        self.reload(|tls| Some(tls.reload()))
     }
 
     /// Reloads the listeners whose files changed since they were last read, on the blocking
     /// pool; the handle ends with the reload.
     pub fn reload_changed(self: &Arc<Self>) -> JoinHandle<()> {
+        self.reload(ReloadableTls::reload_if_changed)
+    }
+
+    /// Runs `reload` on each listener, one reload at a time, on the blocking pool, and records
+    /// what it did (`None`: nothing to do).
+    fn reload(
+        self: &Arc<Self>,
+        reload: fn(&ReloadableTls) -> Option<Result<(), TlsError>>,
+    ) -> JoinHandle<()> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let _one = this
@@ -62,7 +62,7 @@ impl TlsSources {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             for (name, tls) in &this.sources {
-                if let Some(result) = tls.reload_if_changed() {
+                if let Some(result) = reload(tls) {
                     this.record(name, result);
                 }
             }

@@ -935,3 +935,26 @@ async fn a_cn_at_its_session_limit_is_refused_until_one_ends() {
     let mut up = s.up.accept().await;
     assert_eq!(read_n(&mut up, PING.len()).await, PING);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_per_cn_zero_is_no_limit() {
+    let s = setup("terminate", "[stream.limits]\nsessions_per_cn = 0\n").await;
+    let eud = s.pki.issue_client("alice");
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        let mut c = tls_connect(s.proxy.stream("cot"), &s.pki, Some(&eud))
+            .await
+            .unwrap();
+        within(c.write_all(PING)).await.unwrap();
+        let mut up = s.up.accept().await;
+        assert_eq!(read_n(&mut up, PING.len()).await, PING);
+        held.push((c, up));
+    }
+    assert_eq!(
+        s.proxy.metric(
+            "takgate_stream_refused_total",
+            &[("reason", "cn_session_limit")]
+        ),
+        0.0
+    );
+}

@@ -12,14 +12,15 @@ use crate::rate::TokenBucket;
 
 /// What happens to a client's frames past its rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// The values index `ListenerMetrics::rate_limited`.
 pub enum LimitPolicy {
     /// Read no faster than the rate allows: nothing is lost, the client's own sends slow down
-    /// (TCP backpressure), and its frames cost takgate no more CPU than the rate.
-    Delay,
+    /// (TCP backpressure), and its frames are read and parsed only as fast as the rate.
+    Delay = 0,
     /// Drop the frames past the rate, counted.
-    Drop,
+    Drop = 1,
     /// Close the session.
-    Close,
+    Close = 2,
 }
 
 impl LimitPolicy {
@@ -134,14 +135,14 @@ pub(super) struct CnSession<'a> {
 }
 
 impl CnSessions {
-    /// One more session for `cn`, unless it has `max` already (`max` 0: no limit).
+    /// One more session for `cn`, unless it has `max` already.
     pub(super) fn enter(&self, cn: &str, max: usize) -> Option<CnSession<'_>> {
         let mut open = self
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = open.entry(cn.to_owned()).or_insert(0);
-        if max > 0 && *n >= max {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -227,8 +228,5 @@ mod tests {
         let c = sessions.enter("alice", 2).unwrap();
         drop((b, c));
         assert!(sessions.open.lock().unwrap().is_empty());
-        // 0: no limit.
-        let many: Vec<_> = (0..100).map(|_| sessions.enter("x", 0).unwrap()).collect();
-        assert_eq!(many.len(), 100);
     }
 }

@@ -218,29 +218,25 @@ impl Gateway {
 
     async fn connection(&self, stream: TcpStream, addr: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        match self.config.mode {
+            // passthrough: the client's TLS goes to OTS untouched. plain: no certificate, so
+            // nobody to admit; OTS treats the connection as anonymous, as on its own 8088.
+            Mode::Passthrough | Mode::Plain => {
+                let Some(upstream) = self.connect_upstream(addr).await else {
+                    return;
+                };
+                let peer = Peer {
+                    addr: Some(addr),
+                    ..Peer::default()
+                };
+                self.session(stream, upstream, &peer).await;
+            }
+            _ => self.tls_connection(stream, addr).await,
+        }
+    }
+
+    async fn tls_connection(&self, stream: TcpStream, addr: SocketAddr) {
         let name = &self.config.name;
-        if self.config.mode == Mode::Passthrough {
-            let Some(upstream) = self.connect_upstream(addr).await else {
-                return;
-            };
-            let reason = relay::copy(self, stream, upstream).await;
-            self.metrics.closed(reason);
-            return;
-        }
-        if self.config.mode == Mode::Plain {
-            // No certificate, so nobody to admit: OTS treats the connection as anonymous, as
-            // it does on its own 8088.
-            let Some(upstream) = self.connect_upstream(addr).await else {
-                return;
-            };
-            let peer = Peer {
-                addr: Some(addr),
-                ..Peer::default()
-            };
-            let reason = relay::framed(self, stream, upstream, &peer).await;
-            self.metrics.closed(reason);
-            return;
-        }
         let Some(acceptor) = self.config.tls.as_ref().and_then(|t| t.acceptor()) else {
             self.metrics.refused("tls_not_ready");
             tracing::debug!(listener = %name, client = %addr, "TLS files not loaded yet; closing");
@@ -267,34 +263,20 @@ impl Gateway {
             .handshake_seconds
             .observe(started.elapsed().as_secs_f64());
         let peer = peer_of(addr, tls.get_ref().1);
-        let mut _cn_session = None;
-        if self.config.mode.framed() {
-            let admitted = self.admit(&peer).await.and_then(|()| {
-                let Some(cn) = peer.cn.as_deref() else {
-                    return Ok(());
-                };
-                _cn_session = Some(
-                    self.cn_sessions
-                        .enter(cn, self.config.limits.sessions_per_cn)
-                        .ok_or("cn_session_limit")?,
-                );
-                Ok(())
-            });
-            if let Err(reason) = admitted {
-                self.metrics.refused(reason);
-                tracing::info!(listener = %name, client = %addr, cn = ?peer.cn, reason, "connection refused");
-                return;
+        // Held for as long as the session runs.
+        let _cn_session = if self.config.mode.framed() {
+            match self.admit(&peer).await {
+                Ok(held) => held,
+                Err(reason) => return self.refuse(&peer, reason),
             }
-        }
+        } else {
+            None
+        };
         if let Some(reoriginate) = &self.config.reoriginate {
             // The client config first: a refusal for want of a certificate opens nothing at OTS.
             let upstream_tls = match self.upstream_tls(reoriginate, &peer, tls.get_ref().1).await {
                 Ok(config) => config,
-                Err(reason) => {
-                    self.metrics.refused(reason);
-                    tracing::info!(listener = %name, client = %addr, cn = ?peer.cn, reason, "connection refused");
-                    return;
-                }
+                Err(reason) => return self.refuse(&peer, reason),
             };
             let Some(upstream) = self.connect_upstream(addr).await else {
                 return;
@@ -305,11 +287,7 @@ impl Gateway {
             else {
                 return;
             };
-            tracing::debug!(listener = %name, client = %addr, cn = ?peer.cn, "session started");
-            let reason = relay::framed(self, tls, upstream, &peer).await;
-            self.metrics.closed(reason);
-            tracing::debug!(listener = %name, client = %addr, reason, "session ended");
-            return;
+            return self.session(tls, upstream, &peer).await;
         }
         let Some(mut upstream) = self.connect_upstream(addr).await else {
             return;
@@ -321,14 +299,29 @@ impl Gateway {
                 return;
             }
         }
-        tracing::debug!(listener = %name, client = %addr, cn = ?peer.cn, "session started");
+        self.session(tls, upstream, &peer).await;
+    }
+
+    /// Relays until the session ends (framed or as bytes, by mode), and counts how it ended.
+    async fn session<C, U>(&self, client: C, upstream: U, peer: &Peer)
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
+        U: relay::Upstream,
+    {
+        let (name, addr) = (&self.config.name, peer.addr);
+        tracing::debug!(listener = %name, client = ?addr, cn = ?peer.cn, "session started");
         let reason = if self.config.mode.framed() {
-            relay::framed(self, tls, upstream, &peer).await
+            relay::framed(self, client, upstream, peer).await
         } else {
-            relay::copy(self, tls, upstream).await
+            relay::copy(self, client, upstream).await
         };
         self.metrics.closed(reason);
-        tracing::debug!(listener = %name, client = %addr, reason, "session ended");
+        tracing::debug!(listener = %name, client = ?addr, reason, "session ended");
+    }
+
+    fn refuse(&self, peer: &Peer, reason: &'static str) {
+        self.metrics.refused(reason);
+        tracing::info!(listener = %self.config.name, client = ?peer.addr, cn = ?peer.cn, reason, "connection refused");
     }
 
     /// The TLS client config that reaches OTS as the client's own CN.
@@ -378,7 +371,8 @@ impl Gateway {
     }
 
     /// The identity decision, as OTS's own SSL listener makes it, and stricter.
-    async fn admit(&self, peer: &Peer) -> Result<(), &'static str> {
+    /// With a limit on sessions per CN, the client's place among its CN's sessions.
+    async fn admit(&self, peer: &Peer) -> Result<Option<limits::CnSession<'_>>, &'static str> {
         // Reoriginating needs a CN to reach OTS with.
         let needs_cn = self.config.require_cn
             || self.config.identity.is_some()
@@ -389,17 +383,24 @@ impl Gateway {
             } else if needs_cn {
                 Err("no_cert")
             } else {
-                Ok(())
+                Ok(None)
             };
         };
-        let Some(users) = &self.config.identity else {
-            return Ok(());
-        };
-        match users.check(cn).await {
-            Decision::Allowed => Ok(()),
-            Decision::Inactive => Err("inactive_user"),
-            Decision::Unknown => Err("unknown_user"),
-            Decision::Unavailable => Err("identity_unavailable"),
+        if let Some(users) = &self.config.identity {
+            match users.check(cn).await {
+                Decision::Allowed => {}
+                Decision::Inactive => return Err("inactive_user"),
+                Decision::Unknown => return Err("unknown_user"),
+                Decision::Unavailable => return Err("identity_unavailable"),
+            }
+        }
+        match self.config.limits.sessions_per_cn {
+            0 => Ok(None),
+            max => self
+                .cn_sessions
+                .enter(cn, max)
+                .map(Some)
+                .ok_or("cn_session_limit"),
         }
     }
 

@@ -77,9 +77,10 @@ impl Session {
 }
 
 /// Relays bytes unframed (passthrough and raw modes).
-pub(super) async fn copy<C>(gw: &Gateway, client: C, upstream: TcpStream) -> &'static str
+pub(super) async fn copy<C, U>(gw: &Gateway, client: C, upstream: U) -> &'static str
 where
     C: AsyncRead + AsyncWrite + Send + Unpin,
+    U: Upstream,
 {
     run(gw, client, upstream, None).await
 }

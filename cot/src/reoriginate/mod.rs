@@ -109,7 +109,6 @@ pub struct Reoriginator {
     signer: Mutex<Option<Arc<Signer>>>,
     /// When the files were last looked for, while they are missing.
     last_try: Mutex<Option<Instant>>,
-    verifier: Mutex<Option<Arc<OtsServerVerifier>>>,
     cache: Mutex<Cache>,
     /// Paces issuing: `issue_rate` a second, as many saved up.
     bucket: Mutex<TokenBucket>,
@@ -139,36 +138,20 @@ impl Reoriginator {
     /// clients (`tls_not_ready`) until they appear. Files that are there but wrong are an error.
     pub fn new(config: ReoriginateConfig, metrics: IssueMetrics) -> Result<Self, SignerError> {
         let signer = if config.files.missing().is_empty() {
-            Some(Arc::new(Signer::load(&config.files)?))
+            let signer = Signer::load(&config.files)?;
+            signer.report_expiry(&metrics);
+            Some(Arc::new(signer))
         } else {
             None
         };
-        let verifier = match &signer {
-            Some(s) => Some(Arc::new(Self::verifier_for(s, &config)?)),
-            None => None,
-        };
-        if let Some(s) = &signer {
-            s.report_expiry(&metrics);
-        }
         let rate = f64::from(config.issue_rate.max(1));
         Ok(Self {
             signer: Mutex::new(signer),
             last_try: Mutex::new(None),
-            verifier: Mutex::new(verifier),
             cache: Mutex::new(Cache::default()),
             bucket: Mutex::new(TokenBucket::new(rate, rate, Instant::now())),
             metrics,
             config,
-        })
-    }
-
-    fn verifier_for(
-        signer: &Signer,
-        config: &ReoriginateConfig,
-    ) -> Result<OtsServerVerifier, SignerError> {
-        OtsServerVerifier::new(signer.roots()).map_err(|e| SignerError::Ca {
-            path: config.files.ca.clone(),
-            reason: e.to_string(),
         })
     }
 
@@ -182,9 +165,9 @@ impl Reoriginator {
     }
 
     /// The signer, loading it if its files have appeared since (looked for every 2 s at most).
-    fn signer(&self) -> Option<(Arc<Signer>, Arc<OtsServerVerifier>)> {
-        if let (Some(s), Some(v)) = (lock(&self.signer).clone(), lock(&self.verifier).clone()) {
-            return Some((s, v));
+    fn signer(&self) -> Option<Arc<Signer>> {
+        if let Some(signer) = lock(&self.signer).clone() {
+            return Some(signer);
         }
         {
             let mut last = lock(&self.last_try);
@@ -196,17 +179,13 @@ impl Reoriginator {
         if !self.config.files.missing().is_empty() {
             return None;
         }
-        let loaded = Signer::load(&self.config.files).and_then(|s| {
-            let v = Self::verifier_for(&s, &self.config)?;
-            Ok((Arc::new(s), Arc::new(v)))
-        });
-        match loaded {
-            Ok((s, v)) => {
+        match Signer::load(&self.config.files) {
+            Ok(signer) => {
                 tracing::info!(ca = %self.config.files.ca.display(), "reoriginate signer loaded");
-                s.report_expiry(&self.metrics);
-                *lock(&self.signer) = Some(s.clone());
-                *lock(&self.verifier) = Some(v.clone());
-                Some((s, v))
+                signer.report_expiry(&self.metrics);
+                let signer = Arc::new(signer);
+                *lock(&self.signer) = Some(signer.clone());
+                Some(signer)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reoriginate signer files are there but cannot be used");
@@ -234,7 +213,7 @@ impl Reoriginator {
         deadline: Instant,
         now: SystemTime,
     ) -> Result<Arc<ClientConfig>, IssueError> {
-        let (signer, verifier) = self.signer().ok_or(IssueError::NotReady)?;
+        let signer = self.signer().ok_or(IssueError::NotReady)?;
         let next = {
             let mut cache = lock(&self.cache);
             cache.clock += 1;
@@ -244,7 +223,7 @@ impl Reoriginator {
                     entry.last_used = clock;
                     if now >= entry.renew_at && !entry.renewing {
                         entry.renewing = true;
-                        self.renew_in_background(cn, value, signer, verifier, now);
+                        self.renew_in_background(cn, value, signer, now);
                     }
                     return Ok(entry.config.clone());
                 }
@@ -262,9 +241,7 @@ impl Reoriginator {
         let mut wait = match next {
             Next::Wait(rx) => rx,
             Next::Issue(tx) => {
-                let outcome = self
-                    .issue(cn, value, signer, verifier, Some(deadline), now)
-                    .await;
+                let outcome = self.issue(cn, value, signer, Some(deadline), now).await;
                 let _ = tx.send(Some(outcome.clone()));
                 return outcome;
             }
@@ -282,17 +259,12 @@ impl Reoriginator {
         cn: &str,
         value: &DnValue,
         signer: Arc<Signer>,
-        verifier: Arc<OtsServerVerifier>,
         now: SystemTime,
     ) {
         let this = self.clone();
         let (cn, value) = (cn.to_owned(), value.clone());
         tokio::spawn(async move {
-            if this
-                .issue(&cn, &value, signer, verifier, None, now)
-                .await
-                .is_err()
-            {
+            if this.issue(&cn, &value, signer, None, now).await.is_err() {
                 // Leave the current one in place; the next connection tries again.
                 if let Some(Slot::Ready(entry)) = lock(&this.cache).slots.get_mut(&cn) {
                     entry.renewing = false;
@@ -308,7 +280,6 @@ impl Reoriginator {
         cn: &str,
         value: &DnValue,
         signer: Arc<Signer>,
-        verifier: Arc<OtsServerVerifier>,
         deadline: Option<Instant>,
         now: SystemTime,
     ) -> Result<Arc<ClientConfig>, IssueError> {
@@ -318,6 +289,7 @@ impl Reoriginator {
                 let started = Instant::now();
                 let lifetime = self.config.cert_lifetime;
                 let value = value.clone();
+                let verifier = signer.server_verifier();
                 let issued =
                     tokio::task::spawn_blocking(move || signer.issue(&value, now, lifetime)).await;
                 match issued {

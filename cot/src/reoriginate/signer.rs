@@ -96,7 +96,8 @@ pub struct Signer {
     intermediate: Option<CertificateDer<'static>>,
     /// The signer certificate's own expiry: nothing issued outlives it.
     signer_not_after: SystemTime,
-    roots: Arc<RootCertStore>,
+    /// OTS's server certificate checked against the same CA.
+    verifier: Arc<super::OtsServerVerifier>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -171,13 +172,19 @@ impl Signer {
         let issuer = Issuer::from_ca_cert_der(&signer_der, key_pair)
             .map_err(|e| cert_err(format!("cannot sign with it: {e}")))?;
         let intermediate = (files.signer_cert != files.ca).then_some(signer_der);
+        let roots = Arc::new(roots);
+        let verifier =
+            super::OtsServerVerifier::new(roots.clone()).map_err(|e| SignerError::Ca {
+                path: files.ca.clone(),
+                reason: e.to_string(),
+            })?;
         let signer = Self {
             issuer,
             intermediate,
             signer_not_after,
-            roots: Arc::new(roots),
+            verifier: Arc::new(verifier),
         };
-        signer.self_test()?;
+        signer.self_test(roots)?;
         Ok(signer)
     }
 
@@ -192,9 +199,9 @@ impl Signer {
             .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
-    /// OTS's CA, as the trust anchor for OTS's server certificate.
-    pub fn roots(&self) -> Arc<RootCertStore> {
-        self.roots.clone()
+    /// The check of OTS's server certificate, against the same CA.
+    pub fn server_verifier(&self) -> Arc<super::OtsServerVerifier> {
+        self.verifier.clone()
     }
 
     /// Issues a certificate whose subject is exactly `cn` (the client's CN attribute, its
@@ -231,7 +238,7 @@ impl Signer {
 
     /// Issues one certificate and verifies it as a TLS server verifying clients against the CA
     /// would: a signer that does not chain to the CA is found at startup, not at OTS.
-    fn self_test(&self) -> Result<(), SignerError> {
+    fn self_test(&self, roots: Arc<RootCertStore>) -> Result<(), SignerError> {
         let now = SystemTime::now();
         let issued = self
             .issue(
@@ -241,7 +248,7 @@ impl Signer {
             )
             .map_err(|e| SignerError::Chain(format!("issuing a test certificate: {e}")))?;
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            self.roots.clone(),
+            roots,
             Arc::new(rustls::crypto::ring::default_provider()),
         )
         .build()

@@ -23,6 +23,27 @@ fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// A self-signed EC P-256 certificate `out` with key `key`, subject `subj`, and `extra` arguments.
+fn self_signed_ec(dir: &Path, key: &str, out: &str, subj: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subj,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
 /// OTS's CA as `certificate_authority.py` creates it: `openssl req -x509 … -keyout
 /// ca-do-not-share.key -passout …`, RSA 2048, `v3_ca` extensions.
 fn ots_ca(dir: &Path) -> SignerFiles {
@@ -255,25 +276,12 @@ fn several_cns_or_an_empty_cn_give_no_subject_to_copy() {
     assert_eq!(subject_cn(&der(none)), None);
     // rcgen keeps one value per type, so two CNs are written by hand with OpenSSL.
     let dir = tempfile::tempdir().unwrap();
-    openssl(
+    self_signed_ec(
         dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-out",
-            "two.pem",
-            "-outform",
-            "DER",
-            "-subj",
-            "/CN=alice/CN=bob",
-        ],
+        "k.pem",
+        "two.pem",
+        "/CN=alice/CN=bob",
+        &["-outform", "DER"],
     );
     let two = std::fs::read(dir.path().join("two.pem")).unwrap();
     assert_eq!(subject_cn(&two), None);
@@ -391,25 +399,12 @@ fn bad_signing_material_is_refused_naming_the_setting() {
     assert_eq!(field, "signer_cert", "{text}");
 
     // A leaf certificate cannot sign.
-    openssl(
+    self_signed_ec(
         dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.pem",
-            "-subj",
-            "/CN=leaf",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ],
+        "leaf.key",
+        "leaf.pem",
+        "/CN=leaf",
+        &["-addext", "basicConstraints=critical,CA:FALSE"],
     );
     let leaf = SignerFiles {
         signer_cert: dir.path().join("leaf.pem"),
