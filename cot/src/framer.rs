@@ -338,6 +338,13 @@ impl CotClass {
         }
     }
 
+    /// An atom (`a-…`): a thing on the map and where it is. Most of CoT, and each report
+    /// superseded by the same device's next one.
+    pub fn is_atom(self) -> bool {
+        // Row 0 of `CLASS_FIRST` is `a`; index 0 is `other`.
+        (1..=26).contains(&self.0)
+    }
+
     /// Every class, `other` first: for registering metric series up front.
     pub fn all() -> impl Iterator<Item = Self> {
         (0..=CLASS_COUNT as u8).map(Self)
@@ -552,6 +559,11 @@ impl Framer {
     /// Bytes held: the pending partial frame and anything not yet examined.
     pub fn buffered_len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes the buffer can hold without growing.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     pub fn is_protobuf(&self) -> bool {

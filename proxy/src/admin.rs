@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use crate::drain::Drain;
 use crate::http::body::{self, Body};
 use crate::tls_watch::TlsSources;
-use cot::gateway::Gateway;
+use cot::gateway::{Gateway, MemoryBudget};
 use cot::panics::Panics;
 
 /// The `listener` label of the admin listener's connections in `takgate_panics_total`.
@@ -59,14 +59,22 @@ pub struct Probes {
     streams: Vec<Arc<Gateway>>,
     /// TLS listeners that still wait for their files.
     tls: Arc<TlsSources>,
+    /// Stream sessions are refused while it is exhausted.
+    memory: Arc<MemoryBudget>,
 }
 
 impl Probes {
-    pub fn new(health_url: Uri, streams: Vec<Arc<Gateway>>, tls: Arc<TlsSources>) -> Self {
+    pub fn new(
+        health_url: Uri,
+        streams: Vec<Arc<Gateway>>,
+        tls: Arc<TlsSources>,
+        memory: Arc<MemoryBudget>,
+    ) -> Self {
         Self {
             health_url,
             streams,
             tls,
+            memory,
         }
     }
 }
@@ -200,7 +208,10 @@ impl Admin {
                 (name.clone(), v)
             })
             .collect();
-        let ok = bound && upstream.is_ok() && streams_ok && waiting.is_empty();
+        let memory = &self.probes.memory;
+        let exhausted = memory.exhausted();
+        let ok =
+            bound && upstream.is_ok() && streams_ok && waiting.is_empty() && exhausted.is_none();
         let json = serde_json::json!({
             "ready": ok,
             "listeners_bound": bound,
@@ -209,6 +220,11 @@ impl Admin {
             "upstream_ok": upstream.is_ok(),
             "upstream_error": upstream.err(),
             "stream_upstreams": stream_json,
+            "stream_memory": {
+                "used_bytes": memory.used(),
+                "budget_bytes": memory.limit(),
+                "error": exhausted,
+            },
         });
         let mut resp = Response::new(body::full(json.to_string()));
         *resp.status_mut() = if ok {

@@ -138,6 +138,9 @@ impl App {
             });
         }
         let stream_metrics = StreamMetrics::register(&registry)?;
+        let memory = stream_metrics.memory_budget(
+            usize::try_from(config.memory.stream_budget.as_u64()).unwrap_or(usize::MAX),
+        );
         let mut streams = Vec::with_capacity(config.stream.len());
         for (i, l) in config.stream.iter().enumerate() {
             let gateway = stream::gateway_config(
@@ -145,6 +148,7 @@ impl App {
                 l,
                 &config.upstream.url,
                 &stream_metrics,
+                &memory,
             )?;
             streams.push(Arc::new(Gateway::new(
                 gateway,
@@ -171,7 +175,7 @@ impl App {
             http_tls.chain(stream_tls).collect(),
             metrics,
         ));
-        let probes = Probes::new(health_url(&config), streams.clone(), tls.clone());
+        let probes = Probes::new(health_url(&config), streams.clone(), tls.clone(), memory);
         let admin = Arc::new(Admin::new(registry, probes, panics.clone()));
         Ok(Self {
             config,

@@ -54,6 +54,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub memory: MemoryConfig,
     /// With neither `[[http]]` nor `[[stream]]` in the file, the built-in listeners run (those
     /// of `Config::default()`); with either, exactly the listeners the file lists.
     #[serde(default)]
@@ -120,6 +122,28 @@ pub struct ShutdownConfig {
     /// How long open WebSockets are left to close by themselves after SIGTERM before takgate closes them.
     #[serde(default = "default_websocket_grace", with = "humantime_serde")]
     pub websocket_grace: Duration,
+}
+
+/// What the process may hold in memory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Every stream session together: a fixed share per session for its sockets and TLS state,
+    /// and the buffers it holds. New sessions are refused from 7/8 of it; sized for a pod with
+    /// a 256 MiB limit.
+    pub stream_budget: ByteSize,
+}
+
+impl MemoryConfig {
+    pub const MIN_STREAM_BUDGET: ByteSize = ByteSize::mib(1);
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            stream_budget: ByteSize::mib(128),
+        }
+    }
 }
 
 /// Which nginx server block of OTS a listener reproduces.
@@ -368,6 +392,10 @@ pub struct LimitsConfig {
     /// out holds two for a while).
     pub sessions_per_cn: usize,
     pub on_limit: LimitPolicyConfig,
+    /// Bytes of frames that may wait for OTS while it is not reading, per session; past it the
+    /// oldest position reports are shed, then the newest frames (counted). Not 0: at least
+    /// `read_buffer`, so one read's frames always fit.
+    pub upstream_queue: ByteSize,
 }
 
 impl Default for LimitsConfig {
@@ -379,6 +407,7 @@ impl Default for LimitsConfig {
             bytes_burst: ByteSize::mib(4),
             sessions_per_cn: 8,
             on_limit: LimitPolicyConfig::Delay,
+            upstream_queue: ByteSize::kib(128),
         }
     }
 }
@@ -759,6 +788,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
+            memory: MemoryConfig::default(),
             http: default_http_listeners(),
             stream: default_stream_listeners(),
         }
@@ -942,6 +972,15 @@ impl Config {
         if !self.upstream.health_path.starts_with('/') {
             return Err(invalid("upstream.health_path", "must start with '/'"));
         }
+        if self.memory.stream_budget.as_u64() < MemoryConfig::MIN_STREAM_BUDGET.as_u64() {
+            return Err(invalid(
+                "memory.stream_budget",
+                format!(
+                    "must be at least {}: a budget smaller than a few sessions' buffers refuses everyone",
+                    MemoryConfig::MIN_STREAM_BUDGET
+                ),
+            ));
+        }
         let http = self
             .http
             .iter()
@@ -1123,6 +1162,15 @@ impl StreamListenerConfig {
                 format!(
                     "must be at least max_frame ({}), or a frame that size could never pass",
                     self.max_frame
+                ),
+            ));
+        }
+        if self.limits.upstream_queue.as_u64() < self.read_buffer.as_u64() {
+            return Err(invalid(
+                format!("{key}.limits.upstream_queue"),
+                format!(
+                    "must be at least read_buffer ({}): the frames of one read always wait together",
+                    self.read_buffer
                 ),
             ));
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cot::framer::{FramerConfig, MalformedPolicy};
-use cot::gateway::{GatewayConfig, LimitPolicy, Mode, SessionLimits, StreamMetrics};
+use cot::gateway::{GatewayConfig, LimitPolicy, MemoryBudget, Mode, SessionLimits, StreamMetrics};
 use cot::identity::{ActiveUsers, Credentials, IdentityConfig as CotIdentity, Unavailable};
 use cot::reoriginate::{KeyPassword, Reoriginator, SignerFiles};
 use cot::tls::ReloadableTls;
@@ -24,6 +24,7 @@ pub fn gateway_config(
     l: &StreamListenerConfig,
     api: &Uri,
     metrics: &StreamMetrics,
+    memory: &Arc<MemoryBudget>,
 ) -> Result<GatewayConfig, AppError> {
     let tls = match l.effective_tls() {
         None => None,
@@ -76,6 +77,8 @@ pub fn gateway_config(
         identity,
         reoriginate,
         limits: session_limits(&l.limits),
+        upstream_queue: usize::try_from(l.limits.upstream_queue.as_u64()).unwrap_or(usize::MAX),
+        memory: memory.clone(),
     })
 }
 

@@ -909,7 +909,14 @@ async fn ten_thousand_held_connections_do_not_disturb_a_session() {
         "handshake_timeout = \"500ms\"",
         "handshake_timeout = \"120s\"",
     );
-    let proxy = TestProxy::start(&format!("{}\n{stream}", base_config("http://127.0.0.1:1"))).await;
+    // Each connection takes a TLS session's share of the memory budget (24 KiB): 10,000 need
+    // more than the default budget, sized for a small pod, admits.
+    let memory = "[memory]\nstream_budget = \"512MiB\"\n";
+    let proxy = TestProxy::start(&format!(
+        "{}\n{memory}{stream}",
+        base_config("http://127.0.0.1:1")
+    ))
+    .await;
     let addr = proxy.stream("cot");
     let eud = pki.issue_client("eud1");
     let mut session = tls_connect(addr, &pki, Some(&eud)).await.unwrap();

@@ -2,6 +2,8 @@
 //! sets: listener names from the config, modes, directions, refusal reasons, CoT type classes.
 
 use super::limits::LimitPolicy;
+use super::memory::MemoryBudget;
+use super::outbox::ShedReason;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -35,6 +37,9 @@ pub struct StreamMetrics {
     certs_cached: IntGaugeVec,
     signer_expiry: IntGaugeVec,
     rate_limited: IntCounterVec,
+    frames_shed: IntCounterVec,
+    memory_used: IntGauge,
+    memory_budget: IntGauge,
 }
 
 /// Per-listener handles, resolved once so the relay's hot path does no label lookups.
@@ -51,6 +56,8 @@ pub struct ListenerMetrics {
     pub relay_seconds: Histogram,
     /// By `LimitPolicy::action`: delayed, dropped, closed.
     pub rate_limited: [IntCounter; 3],
+    /// By `ShedReason`.
+    pub frames_shed: [IntCounter; 3],
 }
 
 /// Direction of traffic through the gateway.
@@ -186,7 +193,28 @@ impl StreamMetrics {
                 ),
                 &["listener", "action"],
             )?,
+            frames_shed: IntCounterVec::new(
+                Opts::new(
+                    "takgate_stream_frames_shed_total",
+                    "CoT frames read from clients and never written to OTS because OTS was not \
+                     reading them: past the session's queue, past the memory budget, or still \
+                     queued when the session ended.",
+                ),
+                &["listener", "reason"],
+            )?,
+            memory_used: IntGauge::new(
+                "takgate_stream_memory_used_bytes",
+                "Memory charged to the stream memory budget: each session's fixed share and \
+                 the buffers it holds.",
+            )?,
+            memory_budget: IntGauge::new(
+                "takgate_stream_memory_budget_bytes",
+                "The stream memory budget ([memory] stream_budget).",
+            )?,
         };
+        registry.register(Box::new(m.frames_shed.clone()))?;
+        registry.register(Box::new(m.memory_used.clone()))?;
+        registry.register(Box::new(m.memory_budget.clone()))?;
         registry.register(Box::new(m.connections_open.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
         registry.register(Box::new(m.signer_expiry.clone()))?;
@@ -224,7 +252,14 @@ impl StreamMetrics {
             relay_seconds: self.relay_seconds.with_label_values(&[listener]),
             rate_limited: [LimitPolicy::Delay, LimitPolicy::Drop, LimitPolicy::Close]
                 .map(|p| self.rate_limited.with_label_values(&[listener, p.action()])),
+            frames_shed: ShedReason::ALL
+                .map(|r| self.frames_shed.with_label_values(&[listener, r.as_str()])),
         }
+    }
+
+    /// The process's stream memory budget, shown by these metrics.
+    pub fn memory_budget(&self, limit: usize) -> std::sync::Arc<MemoryBudget> {
+        MemoryBudget::new(limit, self.memory_used.clone(), &self.memory_budget)
     }
 
     /// The certificate-issuing metrics of a reoriginate listener.

@@ -11,7 +11,9 @@
 //! - `plain`: no TLS (OTS's plain port 8088): CoT framed and validated, as in terminate.
 
 mod limits;
+mod memory;
 pub mod metrics;
+mod outbox;
 mod relay;
 
 use std::net::SocketAddr;
@@ -29,6 +31,7 @@ use crate::reoriginate::Reoriginator;
 use crate::tls::ReloadableTls;
 
 pub use limits::{LimitPolicy, SessionLimits};
+pub use memory::{MemoryBudget, SessionCost};
 pub use metrics::{ListenerMetrics, StreamMetrics};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +53,15 @@ impl Mode {
             Mode::ProxyProtocol => "proxy-protocol",
             Mode::Raw => "raw",
             Mode::Plain => "plain",
+        }
+    }
+
+    /// What a session holds besides its buffers.
+    fn session_cost(self) -> SessionCost {
+        match self {
+            Mode::Passthrough | Mode::Plain => SessionCost::Tcp,
+            Mode::Reoriginate => SessionCost::TlsBothWays,
+            Mode::Terminate | Mode::ProxyProtocol | Mode::Raw => SessionCost::Tls,
         }
     }
 
@@ -89,6 +101,11 @@ pub struct GatewayConfig {
     pub reoriginate: Option<Arc<Reoriginator>>,
     /// What one client may send, and how many sessions one CN may hold (framed modes).
     pub limits: SessionLimits,
+    /// Bytes of a client's frames that may wait for OTS while it is not reading them, behind
+    /// the frame being written; past it, frames are shed (framed modes).
+    pub upstream_queue: usize,
+    /// The process's budget for stream sessions, shared by every stream listener.
+    pub memory: Arc<MemoryBudget>,
 }
 
 /// A stream listener, shared by its connections.
@@ -202,9 +219,16 @@ impl Gateway {
                 },
                 () = self.stop.cancelled() => return,
             };
+            // The session's fixed share of the memory budget, before its TLS handshake
+            // allocates anything.
+            let Some(charge) = self.config.memory.admit(self.config.mode.session_cost()) else {
+                self.metrics.refused("memory_budget");
+                tracing::debug!(listener = %self.config.name, client = %peer, "stream memory budget exhausted; connection refused");
+                continue;
+            };
             let gw = self.clone();
             self.tracker.spawn(async move {
-                let _permit = permit;
+                let _held = (permit, charge);
                 gw.metrics.connections.inc();
                 gw.metrics.connections_open.inc();
                 let name = &gw.config.name;

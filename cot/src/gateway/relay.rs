@@ -3,13 +3,13 @@
 //! again: a slow reader slows its writer down (backpressure) instead of growing a buffer.
 
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::net::tcp::OwnedReadHalf;
@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::limits::{LimitPolicy, Pace, Verdict};
+use super::memory::Charge;
 use super::metrics::Direction;
+use super::outbox::{Outbox, ShedReason, Shedding};
 use super::{Gateway, Peer};
 use crate::framer::{Framer, Negotiation};
 use crate::proxy_protocol;
@@ -35,6 +37,8 @@ enum End {
     Limited,
     /// Reading or writing failed.
     Io,
+    /// The memory budget had no room for the session to go on.
+    Memory,
 }
 
 /// What the two directions share.
@@ -163,6 +167,7 @@ where
                 End::FrameError => return "frame_error",
                 End::Limited => return "rate_limited",
                 End::Io => return "client_error",
+                End::Memory => return "memory_budget",
             },
             end = &mut down, if !down_done => match end {
                 End::Eof => down_done = true,
@@ -170,6 +175,7 @@ where
                 End::FrameError => return "upstream_frame_error",
                 End::Limited => return "rate_limited",
                 End::Io => return "upstream_error",
+                End::Memory => return "memory_budget",
             },
             () = session.idle(gw.config.idle_timeout) => return "idle",
             () = &mut revoked => return "user_inactive",
@@ -197,8 +203,8 @@ async fn revoked(gw: &Gateway, cn: Option<&str>) {
     }
 }
 
-/// One direction: read what has arrived (at most `read_buffer` bytes), write what it completes
-/// in one go, repeat.
+/// One direction: read what has arrived (at most `read_buffer` bytes), write what it completes,
+/// repeat. Towards OTS, reading goes on while a write waits (see [`Outbox`]).
 async fn pump<R, W>(
     gw: &Gateway,
     session: &Session,
@@ -222,94 +228,171 @@ where
     };
     let bytes = metrics.bytes(direction).clone();
     let mut frames = FrameCounters::default();
-    // Only what clients send is limited, and only where it is framed.
-    let mut pace = (direction == Direction::ToUpstream && matches!(inbox, Inbox::Framed(_)))
+    // What clients send to OTS, framed: limited, measured, and queued while OTS is slow.
+    let to_ots = direction == Direction::ToUpstream && matches!(inbox, Inbox::Framed(_));
+    let mut pace = to_ots
         .then(|| Pace::new(&gw.config.limits, Instant::now()))
         .filter(|p| !p.is_off());
-    let mut out: Vec<Bytes> = Vec::new();
+    let mut outbox = Outbox::new(
+        to_ots.then(|| Shedding {
+            bound: gw.config.upstream_queue,
+            counters: metrics.frames_shed.clone(),
+        }),
+        to_ots.then(|| metrics.relay_seconds.clone()),
+    );
+    let mut memory = gw.config.memory.charge();
     let limit = gw.config.read_buffer.max(1);
+    // Set once reading is over: the direction ends once what was read is written.
+    let mut ending: Option<Ending> = None;
+    // Past its rate under `delay`: no reading until then.
+    let mut resume_at: Option<Instant> = None;
+    // The budget had no room for a read: none until a write frees some.
+    let mut starved = false;
     loop {
-        // Shutdown is only heard between reads: frames already read are always written.
-        let (n, closed) = if direction == Direction::ToUpstream {
-            tokio::select! {
-                read = fill(&mut reader, &mut inbox, limit) => read,
-                () = gw.stop.cancelled() => {
-                    let _ = writer.shutdown().await;
-                    return End::Shutdown;
-                }
+        let idle = outbox.is_idle();
+        let reading = ending.is_none() && !starved && (idle || outbox.sheds());
+        if !reading && idle {
+            return finish(ending, direction, &mut writer).await;
+        }
+        let queued = outbox.bytes();
+        // Writes first: a frame read is on its way before the next is read.
+        let step = tokio::select! {
+            biased;
+            wrote = outbox.write(&mut writer), if !idle => Step::Wrote(wrote),
+            // Shutdown is heard between reads: frames already read are still written.
+            () = gw.stop.cancelled(), if direction == Direction::ToUpstream && ending.is_none() => {
+                Step::Stop
             }
-        } else {
-            fill(&mut reader, &mut inbox, limit).await
+            () = sleep_until(resume_at), if reading && resume_at.is_some() => Step::Resume,
+            read = fill(&mut reader, &mut inbox, limit, &mut memory, queued),
+                if reading && resume_at.is_none() => Step::Read(read),
         };
-        if n > 0 {
-            session.touch();
-            bytes.inc_by(n as u64);
-        }
-        let read_at = Instant::now();
-        let failed = match &mut inbox {
-            Inbox::Raw(buf) => {
-                if !buf.is_empty() {
-                    out.push(buf.split().freeze());
+        match step {
+            Step::Wrote(Ok(())) => starved = false,
+            Step::Wrote(Err(_)) => return End::Io,
+            Step::Stop => ending = Some(Ending::Shutdown),
+            Step::Resume => resume_at = None,
+            Step::Read((n, closed)) => {
+                if n > 0 {
+                    session.touch();
+                    bytes.inc_by(n as u64);
                 }
-                None
-            }
-            Inbox::Framed(Unfinished { framer, .. }) => take_frames(
-                gw,
-                session,
-                direction,
-                framer,
-                &mut frames,
-                pace.as_mut(),
-                &mut out,
-            ),
-        };
-        let relayed = out.len();
-        if !out.is_empty() && send(&mut writer, &mut out).await.is_err() {
-            return End::Io;
-        }
-        if direction == Direction::ToUpstream && matches!(inbox, Inbox::Framed(_)) {
-            let seconds = read_at.elapsed().as_secs_f64();
-            for _ in 0..relayed {
-                metrics.relay_seconds.observe(seconds);
-            }
-        }
-        if let Some(end) = failed {
-            return end;
-        }
-        // Past its rate under `delay`: the client's next bytes wait (in its socket, then in its
-        // own sends) until the session is back within it.
-        let wait = pace.as_ref().map_or(Duration::ZERO, Pace::wait);
-        if wait > Duration::ZERO && closed.is_none() {
-            metrics.rate_limited(LimitPolicy::Delay).inc();
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = gw.stop.cancelled() => {
-                    let _ = writer.shutdown().await;
-                    return End::Shutdown;
+                let read_at = Instant::now();
+                let stalled = !idle;
+                match &mut inbox {
+                    Inbox::Raw(buf) => {
+                        if !buf.is_empty() {
+                            outbox.push(buf.split().freeze(), read_at, false, stalled);
+                        }
+                    }
+                    Inbox::Framed(Unfinished { framer, .. }) => {
+                        let batch = Batch {
+                            read_at,
+                            stalled,
+                            frames: &mut frames,
+                            pace: pace.as_mut(),
+                        };
+                        if let Some(end) =
+                            take_frames(gw, session, direction, framer, batch, &mut outbox)
+                        {
+                            ending = Some(Ending::Refused(end));
+                        }
+                    }
+                }
+                outbox.shed_to_bound();
+                match closed {
+                    None => inbox.release_if_empty(),
+                    Some(Closed::OverBudget) => {
+                        // Make room from this session's own queue, else wait for its writes;
+                        // a session with nothing to give back cannot go on.
+                        if !outbox.shed_one(ShedReason::MemoryBudget) {
+                            if outbox.is_idle() {
+                                ending = Some(Ending::Memory);
+                            } else {
+                                starved = true;
+                            }
+                        }
+                    }
+                    Some(closed) => ending = ending.or(Some(Ending::Read(closed))),
+                }
+                // Past its rate under `delay`: the client's next bytes wait (in its socket,
+                // then in its own sends) until the session is back within it.
+                let wait = pace.as_ref().map_or(Duration::ZERO, Pace::wait);
+                if wait > Duration::ZERO && ending.is_none() {
+                    metrics.rate_limited(LimitPolicy::Delay).inc();
+                    resume_at = Some(Instant::now() + wait);
                 }
             }
         }
-        match closed {
-            None => inbox.release_if_empty(),
-            Some(Closed::Eof) => {
-                // Half-close: pass the end of stream on, keep the other direction going.
-                let _ = writer.shutdown().await;
-                return End::Eof;
-            }
-            // OTS's own SSL listener (Python's ssl module) closes its sockets without a TLS
-            // close_notify, which rustls reports as an unexpected end of file. It is OTS's
-            // ordinary close: pass it on as one (the client gets its close_notify). A cut cannot
-            // smuggle anything: only whole frames are relayed, and a frame left unfinished is
-            // counted as truncated.
-            Some(Closed::Failed(io::ErrorKind::UnexpectedEof))
-                if direction == Direction::ToClient =>
-            {
-                let _ = writer.shutdown().await;
-                return End::Eof;
-            }
-            Some(Closed::Failed(_)) => return End::Io,
-        }
+        // What is held now (a read only grew the charge as far as its buffer could grow).
+        memory.settle(inbox.capacity() + outbox.bytes());
     }
+}
+
+/// What a direction waits for next.
+enum Step {
+    Read((usize, Option<Closed>)),
+    Wrote(io::Result<()>),
+    Stop,
+    Resume,
+}
+
+/// Why a direction stopped reading.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    Read(Closed),
+    /// A frame error or a rate under `close`.
+    Refused(End),
+    Shutdown,
+    Memory,
+}
+
+/// Ends a direction once everything read was written.
+async fn finish<W: AsyncWrite + Unpin>(
+    ending: Option<Ending>,
+    direction: Direction,
+    writer: &mut W,
+) -> End {
+    match ending {
+        Some(Ending::Read(Closed::Eof)) => {
+            // Half-close: pass the end of stream on, keep the other direction going.
+            let _ = writer.shutdown().await;
+            End::Eof
+        }
+        // OTS's own SSL listener (Python's ssl module) closes its sockets without a TLS
+        // close_notify, which rustls reports as an unexpected end of file. It is OTS's ordinary
+        // close: pass it on as one (the client gets its close_notify). A cut cannot smuggle
+        // anything: only whole frames are relayed, and a frame left unfinished is counted as
+        // truncated.
+        Some(Ending::Read(Closed::Failed(io::ErrorKind::UnexpectedEof)))
+            if direction == Direction::ToClient =>
+        {
+            let _ = writer.shutdown().await;
+            End::Eof
+        }
+        Some(Ending::Read(_)) => End::Io,
+        Some(Ending::Refused(end)) => end,
+        Some(Ending::Shutdown) => {
+            let _ = writer.shutdown().await;
+            End::Shutdown
+        }
+        Some(Ending::Memory) | None => End::Memory,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// A read's frames, on their way to the outbox.
+struct Batch<'a> {
+    read_at: Instant,
+    /// They queue behind a write that has not finished.
+    stalled: bool,
+    frames: &'a mut FrameCounters,
+    pace: Option<&'a mut Pace>,
 }
 
 /// Moves every frame the framer can complete into `out`, in order. `Some` when a frame error
@@ -319,10 +402,15 @@ fn take_frames(
     session: &Session,
     direction: Direction,
     framer: &mut Framer,
-    frames: &mut FrameCounters,
-    mut pace: Option<&mut Pace>,
-    out: &mut Vec<Bytes>,
+    batch: Batch<'_>,
+    out: &mut Outbox,
 ) -> Option<End> {
+    let Batch {
+        read_at,
+        stalled,
+        frames,
+        mut pace,
+    } = batch;
     let metrics = &gw.metrics;
     let policy = gw.config.limits.on_limit;
     loop {
@@ -371,8 +459,9 @@ fn take_frames(
                 continue;
             }
         }
-        frames.inc(metrics, direction, frame.class().as_str());
-        out.push(frame.into_bytes());
+        let class = frame.class();
+        frames.inc(metrics, direction, class.as_str());
+        out.push(frame.into_bytes(), read_at, class.is_atom(), stalled);
     }
 }
 
@@ -456,6 +545,27 @@ impl Inbox<'_> {
         }
     }
 
+    /// The most the buffer can hold once it has room for `room` more bytes: growing may
+    /// double it.
+    fn capacity_for(&self, room: usize) -> usize {
+        let (len, capacity) = match self {
+            Inbox::Raw(buf) => (buf.len(), buf.capacity()),
+            Inbox::Framed(f) => (f.framer.buffered_len(), f.framer.capacity()),
+        };
+        if capacity - len >= room {
+            capacity
+        } else {
+            (len + room).max(2 * capacity)
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Inbox::Raw(buf) => buf.capacity(),
+            Inbox::Framed(f) => f.framer.capacity(),
+        }
+    }
+
     /// Lets go of the buffer when it holds nothing, so an idle session keeps no memory.
     fn release_if_empty(&mut self) {
         match self {
@@ -474,15 +584,20 @@ impl Inbox<'_> {
 enum Closed {
     Eof,
     Failed(io::ErrorKind),
+    /// The memory budget had no room for the buffer a read needs.
+    OverBudget,
 }
 
 /// Reads what `reader` has: waits for the first bytes, then takes whatever else it can hand over
 /// without waiting, up to `limit` bytes, so the frames they complete go out in one write. An end
-/// of stream or error after some bytes is reported with them.
+/// of stream or error after some bytes is reported with them. The buffer grows only as far as
+/// `memory` (charged for it and for `queued` bytes besides) has room.
 async fn fill<R: Source>(
     reader: &mut R,
     inbox: &mut Inbox<'_>,
     limit: usize,
+    memory: &mut Charge,
+    queued: usize,
 ) -> (usize, Option<Closed>) {
     reader.ready().await;
     let first = reader.first_read(limit);
@@ -492,7 +607,11 @@ async fn fill<R: Source>(
         if room == 0 {
             return Poll::Ready((total, None));
         }
-        let buf = inbox.buf(if total == 0 { first } else { room });
+        let room = if total == 0 { first } else { room };
+        if !memory.resize(queued + inbox.capacity_for(room)) {
+            return Poll::Ready((total, Some(Closed::OverBudget)));
+        }
+        let buf = inbox.buf(room);
         let mut limited = buf.limit(room);
         let read = std::pin::pin!(reader.read_buf(&mut limited));
         match read.poll(cx) {
@@ -505,37 +624,6 @@ async fn fill<R: Source>(
     })
     .await
 }
-
-/// Writes `chunks` with as few system calls as the writer allows, then flushes (a TLS writer
-/// may hold back what the socket did not take). Empties `chunks`.
-async fn send<W: AsyncWrite + Unpin>(writer: &mut W, chunks: &mut Vec<Bytes>) -> io::Result<()> {
-    let mut first = 0;
-    while first < chunks.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut count = 0;
-        for (slice, chunk) in slices.iter_mut().zip(&chunks[first..]) {
-            *slice = IoSlice::new(chunk);
-            count += 1;
-        }
-        let mut n = writer.write_vectored(&slices[..count]).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while let Some(chunk) = chunks.get_mut(first) {
-            if n < chunk.len() {
-                chunk.advance(n);
-                break;
-            }
-            n -= chunk.len();
-            first += 1;
-        }
-    }
-    chunks.clear();
-    writer.flush().await
-}
-
-/// Slices handed to one vectored write (Linux takes up to 1024).
-const MAX_SLICES: usize = 64;
 
 /// A direction's framer. When the session ends, however it ends (end of stream, idle, shutdown,
 /// an error), a frame the peer began and never finished is counted as `truncated`: its bytes are
@@ -574,12 +662,13 @@ impl FrameCounters {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-    use std::task::Context;
-
     use tokio::io::AsyncWriteExt;
 
     use super::*;
+
+    fn unlimited() -> Charge {
+        super::super::memory::MemoryBudget::unlimited().charge()
+    }
 
     fn within<F: Future>(f: F) -> tokio::time::Timeout<F> {
         tokio::time::timeout(Duration::from_secs(5), f)
@@ -593,16 +682,22 @@ mod tests {
             peer.write_all(chunk).await.unwrap();
         }
         let mut inbox = Inbox::Raw(BytesMut::new());
-        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024)).await.unwrap();
+        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024, &mut unlimited(), 0))
+            .await
+            .unwrap();
         assert_eq!((n, closed), (23, None));
         assert_eq!(&inbox.buf(0)[..], b"<event/><event></event>");
 
         // The limit bounds a batch; the rest waits for the next one.
         let mut inbox = Inbox::Raw(BytesMut::new());
         peer.write_all(&[b'x'; 3000]).await.unwrap();
-        let (n, closed) = within(fill(&mut reader, &mut inbox, 2000)).await.unwrap();
+        let (n, closed) = within(fill(&mut reader, &mut inbox, 2000, &mut unlimited(), 0))
+            .await
+            .unwrap();
         assert_eq!((n, closed), (2000, None));
-        let (n, _) = within(fill(&mut reader, &mut inbox, 2000)).await.unwrap();
+        let (n, _) = within(fill(&mut reader, &mut inbox, 2000, &mut unlimited(), 0))
+            .await
+            .unwrap();
         assert_eq!(n, 1000);
     }
 
@@ -613,46 +708,13 @@ mod tests {
         peer.write_all(b"last words").await.unwrap();
         drop(peer);
         let mut inbox = Inbox::Raw(BytesMut::new());
-        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024)).await.unwrap();
+        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024, &mut unlimited(), 0))
+            .await
+            .unwrap();
         assert_eq!((n, closed), (10, Some(Closed::Eof)));
-        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024)).await.unwrap();
+        let (n, closed) = within(fill(&mut reader, &mut inbox, 1024, &mut unlimited(), 0))
+            .await
+            .unwrap();
         assert_eq!((n, closed), (0, Some(Closed::Eof)));
-    }
-
-    /// Takes at most three bytes per write, from the first slice only.
-    #[derive(Default)]
-    struct Trickle(Vec<u8>);
-
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(3);
-            self.0.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    #[tokio::test]
-    async fn send_writes_every_chunk_in_order_through_partial_writes() {
-        let mut w = Trickle::default();
-        let mut chunks = vec![
-            Bytes::from_static(b"<event/>"),
-            Bytes::new(),
-            Bytes::from_static(b"<auth/>"),
-        ];
-        within(send(&mut w, &mut chunks)).await.unwrap().unwrap();
-        assert_eq!(w.0, b"<event/><auth/>");
-        assert!(chunks.is_empty());
     }
 }

@@ -1,0 +1,235 @@
+//! One memory budget for every stream session of the process: what sessions may hold in
+//! buffers (bytes read and not yet relayed, frames waiting for OTS) plus a fixed share per
+//! session for its sockets, TLS state and task. Without it, 10,000 sessions each holding a
+//! `max_frame` frame in progress would need gigabytes; with it, the process stays within what
+//! the operator gave it: a new session is refused, a frame waiting for OTS is shed, a session
+//! that would have to grow past the budget is closed; each counted.
+//!
+//! Charges are taken before memory is allocated, for the most an allocation can take (a buffer
+//! that grows may double), and settled to what is held afterwards. So what is charged is never
+//! less than what the buffers hold; it is more than the process's resident memory grows by,
+//! since untouched pages of a buffer cost no RSS.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use prometheus::IntGauge;
+
+/// A session's fixed share, by what the session holds besides its buffers (measured: RSS per
+/// idle session in BENCHMARKS.md, 21.6 KiB with TLS ended here, 30.4 KiB re-originated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionCost {
+    /// Two sockets and a task: plain and passthrough.
+    Tcp,
+    /// TLS ended here (terminate, proxy-protocol, raw).
+    Tls,
+    /// TLS ended here and begun again to OTS (reoriginate).
+    TlsBothWays,
+}
+
+impl SessionCost {
+    pub fn bytes(self) -> usize {
+        match self {
+            SessionCost::Tcp => 8 * 1024,
+            SessionCost::Tls => 24 * 1024,
+            SessionCost::TlsBothWays => 32 * 1024,
+        }
+    }
+}
+
+/// The budget, shared by every stream listener.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Bytes charged (`takgate_stream_memory_used_bytes`).
+    used_gauge: Option<IntGauge>,
+}
+
+impl MemoryBudget {
+    /// `used`: the gauge of bytes charged; `budget`: the gauge that shows the limit.
+    pub fn new(limit: usize, used: IntGauge, budget: &IntGauge) -> Arc<Self> {
+        budget.set(i64::try_from(limit).unwrap_or(i64::MAX));
+        Arc::new(Self {
+            limit,
+            used: AtomicUsize::new(0),
+            used_gauge: Some(used),
+        })
+    }
+
+    /// No budget to speak of, and no gauges: for gateways whose memory is bounded elsewhere
+    /// (tests of other things).
+    pub fn unlimited() -> Arc<Self> {
+        Arc::new(Self {
+            limit: usize::MAX,
+            used: AtomicUsize::new(0),
+            used_gauge: None,
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Admits a new session, charging its fixed share, if the budget has room for it and for
+    /// the buffers of the sessions it already holds: new sessions stop at 7/8 of the budget, so
+    /// that sessions already admitted can still read and relay.
+    pub fn admit(self: &Arc<Self>, cost: SessionCost) -> Option<Charge> {
+        let mut charge = self.charge();
+        let ceiling = self.limit - self.limit / 8;
+        charge.grow_to(cost.bytes(), ceiling).then_some(charge)
+    }
+
+    /// Whether new sessions are being refused, and why (for readiness).
+    pub fn exhausted(&self) -> Option<String> {
+        let used = self.used();
+        let ceiling = self.limit - self.limit / 8;
+        (used + SessionCost::Tcp.bytes() > ceiling).then(|| {
+            format!(
+                "stream memory budget exhausted: {used} of {} bytes charged; new sessions are refused",
+                self.limit
+            )
+        })
+    }
+
+    /// A charge of nothing yet, to grow and shrink with a buffer.
+    pub fn charge(self: &Arc<Self>) -> Charge {
+        Charge {
+            budget: self.clone(),
+            held: 0,
+        }
+    }
+
+    fn take(&self, bytes: usize, ceiling: usize) -> bool {
+        let taken = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&total| total <= ceiling)
+            })
+            .is_ok();
+        if taken {
+            self.publish();
+        }
+        taken
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Some(gauge) = &self.used_gauge {
+            gauge.set(i64::try_from(self.used.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Bytes charged to the budget on behalf of one session or buffer; given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<MemoryBudget>,
+    held: usize,
+}
+
+impl Charge {
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Holds `bytes`: grows only if the budget has room (false, and unchanged, if not),
+    /// shrinks always.
+    pub fn resize(&mut self, bytes: usize) -> bool {
+        self.grow_to(bytes, self.budget.limit)
+    }
+
+    /// Holds `bytes`, whatever the budget says: for memory already allocated (a buffer can end
+    /// up larger than its charge foresaw; the next growth then waits for room).
+    pub fn settle(&mut self, bytes: usize) {
+        if bytes > self.held {
+            self.budget.take(bytes - self.held, usize::MAX);
+        } else if bytes < self.held {
+            self.budget.give_back(self.held - bytes);
+        }
+        self.held = bytes;
+    }
+
+    fn grow_to(&mut self, bytes: usize, ceiling: usize) -> bool {
+        if bytes > self.held {
+            if !self.budget.take(bytes - self.held, ceiling) {
+                return false;
+            }
+        } else if bytes < self.held {
+            self.budget.give_back(self.held - bytes);
+        }
+        self.held = bytes;
+        true
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            self.budget.give_back(self.held);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(limit: usize) -> (Arc<MemoryBudget>, IntGauge) {
+        let used = IntGauge::new("used", "used").unwrap();
+        let limit_gauge = IntGauge::new("limit", "limit").unwrap();
+        let b = MemoryBudget::new(limit, used.clone(), &limit_gauge);
+        assert_eq!(limit_gauge.get(), limit as i64);
+        (b, used)
+    }
+
+    #[test]
+    fn charges_grow_within_the_budget_and_come_back_when_dropped() {
+        let (b, gauge) = budget(100);
+        let mut a = b.charge();
+        assert!(a.resize(60));
+        let mut c = b.charge();
+        assert!(!c.resize(41), "60 + 41 is past 100");
+        assert_eq!(c.held(), 0, "a refused growth leaves the charge as it was");
+        assert!(c.resize(40));
+        assert_eq!((b.used(), gauge.get()), (100, 100));
+        assert!(a.resize(10), "shrinking always succeeds");
+        assert_eq!(b.used(), 50);
+        drop(a);
+        drop(c);
+        assert_eq!((b.used(), gauge.get()), (0, 0));
+    }
+
+    #[test]
+    fn new_sessions_stop_at_seven_eighths_and_readiness_says_so() {
+        let limit = 80 * 1024;
+        let (b, _) = budget(limit);
+        let mut sessions = Vec::new();
+        while let Some(s) = b.admit(SessionCost::Tcp) {
+            sessions.push(s);
+        }
+        // 70 KiB of 80 KiB: eight sessions of 8 KiB fit, a ninth would pass 7/8.
+        assert_eq!(sessions.len(), 8);
+        let why = b.exhausted().expect("refusing new sessions");
+        assert!(why.contains("stream memory budget exhausted"), "{why}");
+        // The last eighth is left for the buffers of the admitted sessions.
+        let mut buffer = b.charge();
+        assert!(buffer.resize(limit - 8 * 8 * 1024));
+        sessions.pop();
+        drop(buffer);
+        assert!(b.exhausted().is_none());
+        assert!(b.admit(SessionCost::Tcp).is_some());
+        assert!(
+            b.admit(SessionCost::Tls).is_none(),
+            "56 + 8 + 24 KiB is past 70"
+        );
+    }
+}
