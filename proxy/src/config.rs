@@ -349,6 +349,9 @@ pub struct StreamListenerConfig {
     pub max_frame: ByteSize,
     #[serde(default = "default_read_buffer")]
     pub read_buffer: ByteSize,
+    /// The kernel's send buffer on each upstream socket; 0 leaves it to the kernel.
+    #[serde(default = "default_upstream_send_buffer")]
+    pub upstream_send_buffer: ByteSize,
     #[serde(default)]
     pub on_malformed: MalformedConfig,
     /// Refuse client certificates without a subject CN.
@@ -646,6 +649,9 @@ fn default_idle_timeout() -> Duration {
 fn default_max_frame() -> ByteSize {
     ByteSize::mib(1)
 }
+fn default_upstream_send_buffer() -> ByteSize {
+    ByteSize::kib(64)
+}
 fn default_read_buffer() -> ByteSize {
     ByteSize::kib(16)
 }
@@ -691,6 +697,7 @@ fn default_stream_listeners() -> Vec<StreamListenerConfig> {
         max_connections: default_max_connections(),
         max_frame: default_max_frame(),
         read_buffer: default_read_buffer(),
+        upstream_send_buffer: default_upstream_send_buffer(),
         on_malformed: MalformedConfig::Drop,
         require_cn: true,
         identity: None,
@@ -1136,6 +1143,16 @@ impl StreamListenerConfig {
             1 << 20,
             "1KiB and 1MiB",
         )?;
+        if self.upstream_send_buffer.as_u64() != 0 {
+            in_range(
+                key,
+                "upstream_send_buffer",
+                self.upstream_send_buffer.as_u64(),
+                4 << 10,
+                64 << 20,
+                "4KiB and 64MiB (or 0, the kernel's own)",
+            )?;
+        }
         positive(
             key,
             self.max_connections,

@@ -77,6 +77,8 @@ pub fn gateway_config(
         identity,
         reoriginate,
         limits: session_limits(&l.limits),
+        upstream_send_buffer: usize::try_from(l.upstream_send_buffer.as_u64())
+            .unwrap_or(usize::MAX),
         upstream_queue: usize::try_from(l.limits.upstream_queue.as_u64()).unwrap_or(usize::MAX),
         memory: memory.clone(),
     })

@@ -154,6 +154,26 @@ impl TakgateProcess {
         self.child.id()
     }
 
+    /// Resident memory now and at its peak (`VmRSS`, `VmHWM`), in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+                .unwrap_or_else(|| panic!("no {name} in /proc/PID/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// The admin listener's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs.admin
+    }
+
     /// The address of the `[[http]]` listener called `name`.
     pub fn http(&self, name: &str) -> SocketAddr {
         self.addrs.http[name]
@@ -255,6 +275,18 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             matches.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()
+}
+
+/// Raises the soft descriptor limit to what `need` connections (and some slack) take, or fails
+/// saying what to raise: the hard limit (`ulimit -Hn`) must allow it.
+pub fn raise_fd_limit(need: usize) {
+    let want = (need + 1024) as u64;
+    let got = rlimit::increase_nofile_limit(want).unwrap_or(0);
+    assert!(
+        got >= want,
+        "this test needs {want} file descriptors but may only have {got}: raise `ulimit -n` \
+         (the hard limit, `ulimit -Hn`, must be at least {want})"
+    );
 }
 
 #[cfg(test)]

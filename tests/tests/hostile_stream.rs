@@ -17,6 +17,7 @@ use std::time::Duration;
 use takgate_tests::certs::{IssuedCert, TestPki};
 use takgate_tests::client::{closes, connect, read_response, within};
 use takgate_tests::cot::{read_n, stream_config, tls_connect, CotUpstream, PING, SPOT};
+use takgate_tests::process::raise_fd_limit;
 use takgate_tests::proxy::{base_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -878,18 +879,6 @@ fn hold_connections_child() {
     drop(out);
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
-}
-
-/// Raises the soft descriptor limit to what `need` connections (and some slack) take, or fails
-/// saying what to raise: the hard limit (`ulimit -Hn`) must allow it.
-fn raise_fd_limit(need: usize) {
-    let want = (need + 1024) as u64;
-    let got = rlimit::increase_nofile_limit(want).unwrap_or(0);
-    assert!(
-        got >= want,
-        "this test needs {want} file descriptors but may only have {got}: raise `ulimit -n` \
-         (the hard limit, `ulimit -Hn`, must be at least {want})"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

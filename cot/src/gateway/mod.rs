@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -101,6 +101,10 @@ pub struct GatewayConfig {
     pub reoriginate: Option<Arc<Reoriginator>>,
     /// What one client may send, and how many sessions one CN may hold (framed modes).
     pub limits: SessionLimits,
+    /// The kernel's send buffer for each upstream socket (0: the kernel's own, which grows to
+    /// megabytes). Small, a stalled OTS leaves frames in takgate's queue, where they are bounded
+    /// and shed oldest position first, rather than in the kernel, first in first out.
+    pub upstream_send_buffer: usize,
     /// Bytes of a client's frames that may wait for OTS while it is not reading them, behind
     /// the frame being written; past it, frames are shed (framed modes).
     pub upstream_queue: usize,
@@ -430,7 +434,7 @@ impl Gateway {
 
     async fn connect_upstream(&self, client: SocketAddr) -> Option<TcpStream> {
         let target = &self.config.upstream;
-        match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(target)).await {
+        match tokio::time::timeout(self.config.connect_timeout, self.open_upstream()).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 self.record_upstream(Ok(()));
@@ -449,6 +453,32 @@ impl Gateway {
                 None
             }
         }
+    }
+}
+
+impl Gateway {
+    /// A connection to the upstream: each address it resolves to in turn.
+    async fn open_upstream(&self) -> std::io::Result<TcpStream> {
+        let mut failed = None;
+        for addr in tokio::net::lookup_host(&self.config.upstream).await? {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            if self.config.upstream_send_buffer > 0 {
+                socket.set_send_buffer_size(
+                    u32::try_from(self.config.upstream_send_buffer).unwrap_or(u32::MAX),
+                )?;
+            }
+            match socket.connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => failed = Some(e),
+            }
+        }
+        Err(failed.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "resolves to no address")
+        }))
     }
 }
 

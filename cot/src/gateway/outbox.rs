@@ -111,12 +111,18 @@ impl Outbox {
         });
     }
 
-    /// Sheds until what waits behind the first frame fits the session's bound.
-    pub(super) fn shed_to_bound(&mut self) {
+    /// Sheds until what waits behind the first frame fits the session's bound and `share`, its
+    /// share of the memory budget.
+    pub(super) fn shed_to_bound(&mut self, share: usize) {
         let Some(bound) = self.shedding.as_ref().map(|s| s.bound) else {
             return;
         };
-        while self.behind_head() > bound && self.shed_one(ShedReason::SessionQueue) {}
+        let (limit, reason) = if share < bound {
+            (share, ShedReason::MemoryBudget)
+        } else {
+            (bound, ShedReason::SessionQueue)
+        };
+        while self.behind_head() > limit && self.shed_one(reason) {}
     }
 
     /// Sheds one frame (never the first); false if there was none to shed.
@@ -230,21 +236,21 @@ mod tests {
         for (frame, atom) in [("h1", true), ("a1", true), ("c1", false), ("a2", true)] {
             o.push(Bytes::from(frame), now, atom, true);
         }
-        o.shed_to_bound();
+        o.shed_to_bound(usize::MAX);
         // Behind the head: a1 c1 a2 = 6 bytes: fits.
         assert_eq!(contents(&o), [&b"h1"[..], b"a1", b"c1", b"a2"]);
         o.push(Bytes::from("c2"), now, false, true);
-        o.shed_to_bound();
+        o.shed_to_bound(usize::MAX);
         assert_eq!(
             contents(&o),
             [&b"h1"[..], b"c1", b"a2", b"c2"],
             "a1, the oldest atom"
         );
         o.push(Bytes::from("c3"), now, false, true);
-        o.shed_to_bound();
+        o.shed_to_bound(usize::MAX);
         assert_eq!(contents(&o), [&b"h1"[..], b"c1", b"c2", b"c3"], "then a2");
         o.push(Bytes::from("c4"), now, false, true);
-        o.shed_to_bound();
+        o.shed_to_bound(usize::MAX);
         assert_eq!(
             contents(&o),
             [&b"h1"[..], b"c1", b"c2", b"c3"],
@@ -260,10 +266,23 @@ mod tests {
     }
 
     #[test]
+    fn the_sessions_share_of_the_budget_bounds_it_when_smaller() {
+        let (mut o, shed) = outbox(100);
+        let now = Instant::now();
+        for frame in ["h1", "a1", "a2", "a3"] {
+            o.push(Bytes::from(frame), now, true, true);
+        }
+        o.shed_to_bound(4);
+        assert_eq!(contents(&o), [&b"h1"[..], b"a2", b"a3"]);
+        assert_eq!(shed[ShedReason::MemoryBudget as usize].get(), 1);
+        assert_eq!(shed[ShedReason::SessionQueue as usize].get(), 0);
+    }
+
+    #[test]
     fn a_frame_larger_than_the_bound_passes_when_nothing_waits() {
         let (mut o, shed) = outbox(4);
         o.push(Bytes::from("a big frame"), Instant::now(), true, false);
-        o.shed_to_bound();
+        o.shed_to_bound(usize::MAX);
         assert_eq!(o.bytes(), 11);
         assert!(shed.iter().all(|c| c.get() == 0));
     }
@@ -311,7 +330,7 @@ mod tests {
         o.write(&mut w).await.unwrap();
         assert_eq!(w.written, b"<ev", "the first frame is begun");
         // Nothing may wait behind the head: b goes, the begun head stays whole.
-        o.shed_to_bound();
+        o.shed_to_bound(usize::MAX);
         assert_eq!(o.frames.len(), 1);
         while !o.is_idle() {
             o.write(&mut w).await.unwrap();

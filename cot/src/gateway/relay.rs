@@ -299,7 +299,7 @@ where
                         }
                     }
                 }
-                outbox.shed_to_bound();
+                outbox.shed_to_bound(gw.config.memory.queue_share());
                 match closed {
                     None => inbox.release_if_empty(),
                     Some(Closed::OverBudget) => {

@@ -1130,3 +1130,35 @@ fn stream_limits_default_to_what_keeps_a_normal_atak_client_untouched() {
         &["unknown variant", "slow"],
     );
 }
+
+#[test]
+fn upstream_queue_and_send_buffer_and_the_memory_budget_have_sizes_that_work() {
+    let c = Config::parse(&reoriginate_with("")).unwrap();
+    assert_eq!(c.stream[0].limits.upstream_queue, ByteSize::kib(128));
+    assert_eq!(c.stream[0].upstream_send_buffer, ByteSize::kib(64));
+    assert_eq!(c.memory.stream_budget, ByteSize::mib(128));
+    assert_eq!(Config::default().memory, MemoryConfig::default());
+    let c = Config::parse(&format!(
+        "[memory]\nstream_budget = \"1GiB\"\n{}",
+        reoriginate_with("upstream_send_buffer = 0\n[stream.limits]\nupstream_queue = \"1MiB\"\n")
+    ))
+    .unwrap();
+    assert_eq!(c.memory.stream_budget, ByteSize::gib(1));
+    assert_eq!(c.stream[0].upstream_send_buffer, ByteSize::b(0));
+    assert_eq!(c.stream[0].limits.upstream_queue, ByteSize::mib(1));
+    assert_rejected(
+        &reoriginate_with("read_buffer = \"64KiB\"\n[stream.limits]\nupstream_queue = \"32KiB\"\n"),
+        &["stream[0].limits.upstream_queue", "read_buffer"],
+    );
+    assert_rejected(
+        &reoriginate_with("upstream_send_buffer = \"1KiB\"\n"),
+        &["stream[0].upstream_send_buffer", "4KiB"],
+    );
+    assert_rejected(
+        &format!(
+            "[memory]\nstream_budget = \"512KiB\"\n{}",
+            reoriginate_with("")
+        ),
+        &["memory.stream_budget", "1.0 MiB"],
+    );
+}
