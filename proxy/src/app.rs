@@ -276,6 +276,13 @@ impl App {
                 );
             }
         }
+        if !self.streams.is_empty() {
+            let _ = writeln!(
+                out,
+                "memory    stream_budget={} (new sessions refused from 7/8 of it)",
+                self.config.memory.stream_budget
+            );
+        }
         out
     }
 

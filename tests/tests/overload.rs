@@ -235,13 +235,25 @@ time=\"2026-12-07T10:00:00Z\" start=\"2026-12-07T10:00:00Z\" stale=\"2026-12-07T
         .into_iter()
         .flatten()
         .collect();
-    let chunk = vec![b'x'; 2048];
-    for _ in 0..8 {
+    // Each adds 16 KiB at a time towards a `max_frame` (1 MiB) frame, and stops at its first
+    // failed write (its session was closed).
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..64 {
         let writes = join_all(clients.iter_mut().map(|c| {
             let chunk = &chunk;
-            async move { tokio::time::timeout(Duration::from_secs(5), c.write_all(chunk)).await }
+            async move {
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(5), c.write_all(chunk)).await,
+                    Ok(Ok(()))
+                )
+            }
         }));
-        tokio::time::timeout(WAIT, writes).await.unwrap();
+        let alive = tokio::time::timeout(WAIT, writes).await.unwrap();
+        let mut alive = alive.into_iter();
+        clients.retain(|_| alive.next().unwrap_or(false));
+        if clients.is_empty() {
+            break;
+        }
     }
     // The budget acted: sessions refused at the door, or closed when they could not grow.
     let refused = until_metric(
@@ -273,8 +285,9 @@ time=\"2026-12-07T10:00:00Z\" start=\"2026-12-07T10:00:00Z\" stale=\"2026-12-07T
     }
     let (_, peak) = gate.memory();
     eprintln!(
-        "{sessions} trickling sessions: {refused} refused and {closed} closed for the budget; \
-         RSS {} MiB before, peak {} MiB; budget {} MiB",
+        "{sessions} trickling sessions: {refused} refused and {closed} closed for the budget, \
+         {} still writing; RSS {} MiB before, peak {} MiB; budget {} MiB",
+        clients.len(),
         rss_before / MIB,
         peak / MIB,
         budget / MIB

@@ -493,6 +493,7 @@ fn a_wrong_or_missing_ca_password_stops_check_naming_the_key() {
         text.contains("mode=reoriginate") && text.contains("signer_loaded=true"),
         "{text}"
     );
+    assert!(text.contains("memory    stream_budget=128.0 MiB"), "{text}");
     let (ok, text) = check(&config(""), Some("s3cret-ca-pass"));
     assert!(ok, "{text}");
 }
