@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use cot::gateway::metrics::IdentityCollector;
-use cot::gateway::{Gateway, StreamMetrics};
+use cot::gateway::{Gateway, MemoryBudget, StreamMetrics};
 use cot::panics::Panics;
 
 use crate::admin::{Admin, Probes};
@@ -71,6 +71,7 @@ pub struct App {
     streams: Vec<Arc<Gateway>>,
     drain: Drain,
     panics: Panics,
+    memory: Arc<MemoryBudget>,
 }
 
 /// Sockets bound for an [`App`], one per listener in config order.
@@ -175,7 +176,12 @@ impl App {
             http_tls.chain(stream_tls).collect(),
             metrics,
         ));
-        let probes = Probes::new(health_url(&config), streams.clone(), tls.clone(), memory);
+        let probes = Probes::new(
+            health_url(&config),
+            streams.clone(),
+            tls.clone(),
+            memory.clone(),
+        );
         let admin = Arc::new(Admin::new(registry, probes, panics.clone()));
         Ok(Self {
             config,
@@ -185,6 +191,7 @@ impl App {
             streams,
             drain,
             panics,
+            memory,
         })
     }
 
@@ -374,6 +381,11 @@ impl App {
     /// `takgate_panics_total` and, in test builds, the hook that makes a connection panic.
     pub fn panics(&self) -> &Panics {
         &self.panics
+    }
+
+    /// The stream memory budget every stream listener shares.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
     }
 
     pub fn drain(&self) -> &Drain {

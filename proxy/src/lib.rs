@@ -12,6 +12,7 @@
 //! - `fuzzing` (feature `fuzzing`): the harnesses of `proxy/fuzz`.
 
 pub mod admin;
+pub mod allocator;
 pub mod app;
 pub mod config;
 pub mod counted;

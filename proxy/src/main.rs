@@ -102,6 +102,7 @@ fn main() -> ExitCode {
         print!("{}", app.describe());
         return ExitCode::SUCCESS;
     }
+    runtime.spawn(takgate::allocator::trim_released(app.memory().clone()));
     let ran = runtime.block_on(run(app, cli.bound_addrs.as_deref()));
     // Connections still open after the drain are dropped with the runtime; a file read stuck
     // in the blocking pool must not hold the exit up.
