@@ -44,7 +44,7 @@ impl fmt::Display for Profile {
 }
 
 /// `name`, `listen` and `profile` are required, so the optional keys name their defaults one
-/// by one; [`HttpListenerConfig::builtin`] takes the same ones.
+/// by one; `HttpListenerConfig::builtin` takes the same ones.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpListenerConfig {

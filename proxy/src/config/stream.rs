@@ -46,7 +46,7 @@ pub enum MalformedConfig {
 }
 
 /// `name`, `listen` and `upstream` are required, so the optional keys name their defaults one
-/// by one; [`StreamListenerConfig::builtin`] takes the same ones.
+/// by one; `StreamListenerConfig::builtin` takes the same ones.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamListenerConfig {
