@@ -1,6 +1,5 @@
 //! TLS material shared by takgate's listeners: PEM loading, server configs with
-//! client-certificate auth and CRLs, hot reload, and nginx-compatible escaping of
-//! the client certificate.
+//! client-certificate auth and CRLs, and hot reload.
 //!
 //! Every config is built on the `ring` provider explicitly, so nothing depends on
 //! which crypto provider some other crate installed as the process default.
@@ -12,8 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use base64::Engine as _;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
@@ -515,30 +512,6 @@ impl fmt::Debug for ReloadableTls {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
-}
-
-/// The bytes nginx's `ngx_escape_uri(NGX_ESCAPE_URI_COMPONENT)` leaves alone:
-/// ASCII letters, digits and `-` `.` `_` `~`.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// nginx's `$ssl_client_escaped_cert` for a DER certificate: PEM as OpenSSL writes
-/// it (base64 in 64-character lines, LF endings, trailing newline), then escaped
-/// with uppercase `%XX`. OTS URL-decodes the `X-Ssl-Cert` header and parses the
-/// PEM, so the value must be byte-identical to what nginx sent.
-pub fn escaped_pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = Vec::with_capacity(b64.len() + b64.len() / 64 + 64);
-    pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        pem.extend_from_slice(line);
-        pem.push(b'\n');
-    }
-    pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
-    percent_encoding::percent_encode(&pem, URI_COMPONENT).to_string()
 }
 
 /// The client's leaf certificate on an accepted server connection. rustls only

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::HeaderName;
 use prometheus::Registry;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -16,16 +15,14 @@ use cot::gateway::{Gateway, MemoryBudget, StreamMetrics};
 use cot::panics::Panics;
 
 use crate::admin::{Admin, Probes};
-use crate::config::{
-    ClientAuthConfig, Config, HttpListenerConfig, StreamListenerConfig, TlsConfig, TlsVersionConfig,
-};
+use crate::config::{Config, HttpListenerConfig, StreamListenerConfig, TlsConfig};
 use crate::drain::Drain;
 use crate::http::forward::Forwarder;
 use crate::http::router::Router;
 use crate::http::service::HttpService;
 use crate::metrics::HttpMetrics;
 use crate::server::{self, ConnLimits, ListenerTls};
-use crate::stream;
+use crate::stream::{self, StreamError};
 use crate::tls_watch::TlsSources;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +44,8 @@ pub enum AppError {
     },
     #[error("reading a bound address: {0}")]
     LocalAddr(std::io::Error),
-    #[error("{key}: {reason}")]
-    Identity { key: String, reason: String },
-    #[error("{key}: {reason}")]
-    Reoriginate { key: String, reason: String },
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 #[derive(Debug)]
@@ -96,9 +91,10 @@ impl App {
     pub fn new(config: Config, registry: Registry) -> Result<Self, AppError> {
         let metrics = HttpMetrics::register(&registry)?;
         let panics = Panics::register(&registry)?;
-        let cert_header = HeaderName::from_bytes(config.client_cert_header.as_bytes())
-            .unwrap_or_else(|_| HeaderName::from_static("x-ssl-cert"));
-        let forwarder = Arc::new(Forwarder::new(&config.upstream, cert_header)?);
+        let forwarder = Arc::new(Forwarder::new(
+            &config.upstream,
+            config.client_cert_header.clone(),
+        )?);
         let drain = Drain::new();
         let mut listeners = Vec::with_capacity(config.http.len());
         for (i, l) in config.http.iter().enumerate() {
@@ -426,38 +422,9 @@ fn health_url(config: &Config) -> http::Uri {
 
 fn listener_tls(t: &TlsConfig) -> Result<ListenerTls, cot::tls::TlsError> {
     // HTTP/1.1 only: OTS's WebSockets and Socket.IO need it end to end.
-    let settings = listener_tls_settings(t, t.client_auth(), vec![b"http/1.1".to_vec()]);
+    let settings = t.settings(t.client_auth(), vec![b"http/1.1".to_vec()]);
     Ok(ListenerTls {
         tls: Arc::new(cot::tls::ReloadableTls::new_or_wait(settings)?),
         handshake_timeout: t.handshake_timeout,
     })
-}
-
-/// The `cot::tls` settings of a `[http.tls]` or `[stream.tls]` section.
-pub(crate) fn listener_tls_settings(
-    t: &TlsConfig,
-    client_auth: ClientAuthConfig,
-    alpn: Vec<Vec<u8>>,
-) -> cot::tls::TlsSettings {
-    use cot::tls::{ClientAuth, TlsSettings, TlsVersion};
-    TlsSettings {
-        cert: t.cert.clone(),
-        key: t.key.clone(),
-        client_ca: t.client_ca.clone(),
-        crl: t.crl.clone(),
-        client_auth: match client_auth {
-            ClientAuthConfig::None => ClientAuth::None,
-            ClientAuthConfig::Optional => ClientAuth::Optional,
-            ClientAuthConfig::Required => ClientAuth::Required,
-        },
-        versions: t
-            .versions
-            .iter()
-            .map(|v| match v {
-                TlsVersionConfig::Tls12 => TlsVersion::Tls12,
-                TlsVersionConfig::Tls13 => TlsVersion::Tls13,
-            })
-            .collect(),
-        alpn,
-    }
 }

@@ -479,7 +479,6 @@ pub fn config(data: &[u8]) {
         Err(e @ ConfigError::Read { .. }) => panic!("parsing read a file: {e}"),
     };
     assert!(!config.http.is_empty() || !config.stream.is_empty());
-    assert!(HeaderName::from_bytes(config.client_cert_header.as_bytes()).is_ok());
     let mut names = std::collections::HashSet::new();
     let listeners = config
         .http
@@ -500,10 +499,11 @@ pub fn config(data: &[u8]) {
         assert!(l.max_body.as_u64() > 0 && l.max_connections > 0);
     }
     for l in &config.stream {
-        assert!(l
-            .upstream
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+        // The typed address is the text as written: a host, a colon, the port.
+        let upstream = &l.upstream;
+        assert!(!upstream.host().is_empty());
+        let port = upstream.as_str()[upstream.host().len()..].strip_prefix(':');
+        assert_eq!(port.and_then(|p| p.parse().ok()), Some(upstream.port()));
     }
     let _warnings = config.warnings();
 }

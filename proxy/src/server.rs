@@ -131,7 +131,7 @@ async fn serve_connection(
     };
     // Escaped once per connection, not per request.
     let client_cert = cot::tls::peer_leaf(stream.get_ref().1)
-        .and_then(|der| HeaderValue::try_from(cot::tls::escaped_pem(der)).ok());
+        .and_then(|der| HeaderValue::try_from(crate::http::client_cert::escaped_pem(der)).ok());
     let client = ClientInfo {
         peer,
         scheme: service.scheme().clone(),

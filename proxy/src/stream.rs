@@ -4,19 +4,29 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cot::framer::{FramerConfig, MalformedPolicy};
-use cot::gateway::{GatewayConfig, LimitPolicy, MemoryBudget, Mode, SessionLimits, StreamMetrics};
-use cot::identity::{ActiveUsers, Credentials, IdentityConfig as CotIdentity, Unavailable};
+use cot::framer::FramerConfig;
+use cot::gateway::{GatewayConfig, MemoryBudget, SessionLimits, StreamMetrics};
+use cot::identity::{ActiveUsers, Credentials, IdentityConfig as CotIdentity};
 use cot::reoriginate::{KeyPassword, Reoriginator, SignerFiles};
 use cot::tls::ReloadableTls;
 use http::Uri;
 use rustls::pki_types::ServerName;
 
-use crate::app::{listener_tls_settings, AppError};
-use crate::config::{
-    IdentityConfig, LimitPolicyConfig, LimitsConfig, MalformedConfig, ReoriginateConfig,
-    StreamListenerConfig, StreamMode, UnavailableConfig,
-};
+use crate::config::{IdentityConfig, LimitsConfig, ReoriginateConfig, StreamListenerConfig};
+
+/// A stream listener that cannot be built, named by its config key.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{key}: {source}")]
+    Tls {
+        key: String,
+        source: cot::tls::TlsError,
+    },
+    #[error("{key}: {reason}")]
+    Identity { key: String, reason: String },
+    #[error("{key}: {reason}")]
+    Reoriginate { key: String, reason: String },
+}
 
 /// A stream listener's gateway settings, built from its config.
 pub fn gateway_config(
@@ -25,13 +35,13 @@ pub fn gateway_config(
     api: &Uri,
     metrics: &StreamMetrics,
     memory: &Arc<MemoryBudget>,
-) -> Result<GatewayConfig, AppError> {
+) -> Result<GatewayConfig, StreamError> {
     let tls = match l.effective_tls() {
         None => None,
         Some(t) => {
             let auth = StreamListenerConfig::client_auth(&t);
-            let settings = listener_tls_settings(&t, auth, Vec::new());
-            let tls = ReloadableTls::new_or_wait(settings).map_err(|source| AppError::Tls {
+            let settings = t.settings(auth, Vec::new());
+            let tls = ReloadableTls::new_or_wait(settings).map_err(|source| StreamError::Tls {
                 key: format!("{key}.tls"),
                 source,
             })?;
@@ -49,15 +59,8 @@ pub fn gateway_config(
         .transpose()?;
     Ok(GatewayConfig {
         name: l.name.clone(),
-        upstream: l.upstream.clone(),
-        mode: match l.mode {
-            StreamMode::Terminate => Mode::Terminate,
-            StreamMode::Reoriginate => Mode::Reoriginate,
-            StreamMode::Passthrough => Mode::Passthrough,
-            StreamMode::ProxyProtocol => Mode::ProxyProtocol,
-            StreamMode::Raw => Mode::Raw,
-            StreamMode::Plain => Mode::Plain,
-        },
+        upstream: l.upstream.to_string(),
+        mode: l.mode.into(),
         handshake_timeout: tls
             .as_ref()
             .map_or(std::time::Duration::from_secs(10), |(_, t)| *t),
@@ -68,10 +71,7 @@ pub fn gateway_config(
         read_buffer: usize::try_from(l.read_buffer.as_u64()).unwrap_or(16 * 1024),
         framer: FramerConfig {
             max_frame: usize::try_from(l.max_frame.as_u64()).unwrap_or(usize::MAX),
-            malformed: match l.on_malformed {
-                MalformedConfig::Drop => MalformedPolicy::Drop,
-                MalformedConfig::Close => MalformedPolicy::Close,
-            },
+            malformed: l.on_malformed.into(),
         },
         require_cn: l.require_cn,
         identity,
@@ -91,11 +91,7 @@ fn session_limits(l: &LimitsConfig) -> SessionLimits {
         bytes_per_second: l.bytes_per_second.as_u64() as f64,
         bytes_burst: l.bytes_burst.as_u64() as f64,
         sessions_per_cn: l.sessions_per_cn,
-        on_limit: match l.on_limit {
-            LimitPolicyConfig::Delay => LimitPolicy::Delay,
-            LimitPolicyConfig::Drop => LimitPolicy::Drop,
-            LimitPolicyConfig::Close => LimitPolicy::Close,
-        },
+        on_limit: l.on_limit.into(),
     }
 }
 
@@ -106,7 +102,7 @@ fn reoriginator(
     l: &StreamListenerConfig,
     r: &ReoriginateConfig,
     metrics: &StreamMetrics,
-) -> Result<Arc<Reoriginator>, AppError> {
+) -> Result<Arc<Reoriginator>, StreamError> {
     let password = match &r.signer_key_password_file {
         Some(file) => KeyPassword::File(file.clone()),
         None => KeyPassword::Env(r.signer_key_password_env.clone()),
@@ -119,7 +115,7 @@ fn reoriginator(
             password,
         },
         server_name: ServerName::try_from(r.server_name.clone()).map_err(|e| {
-            AppError::Reoriginate {
+            StreamError::Reoriginate {
                 key: format!("{key}.server_name"),
                 reason: e.to_string(),
             }
@@ -131,17 +127,17 @@ fn reoriginator(
     };
     Reoriginator::new(config, metrics.issue(&l.name))
         .map(Arc::new)
-        .map_err(|e| AppError::Reoriginate {
+        .map_err(|e| StreamError::Reoriginate {
             key: format!("{key}.{}", e.field()),
             reason: e.to_string(),
         })
 }
 
-fn active_users(key: &str, id: &IdentityConfig, api: &Uri) -> Result<ActiveUsers, AppError> {
-    let read = |field: &str, path: &Path| -> Result<String, AppError> {
+fn active_users(key: &str, id: &IdentityConfig, api: &Uri) -> Result<ActiveUsers, StreamError> {
+    let read = |field: &str, path: &Path| -> Result<String, StreamError> {
         std::fs::read_to_string(path)
             .map(|s| s.trim().to_owned())
-            .map_err(|e| AppError::Identity {
+            .map_err(|e| StreamError::Identity {
                 key: format!("{key}.{field}"),
                 reason: format!("reading {}: {e}", path.display()),
             })
@@ -154,7 +150,7 @@ fn active_users(key: &str, id: &IdentityConfig, api: &Uri) -> Result<ActiveUsers
         },
         // Config validation admits only the two shapes above.
         _ => {
-            return Err(AppError::Identity {
+            return Err(StreamError::Identity {
                 key: key.to_owned(),
                 reason: "give either token_file, or username and password_file".to_owned(),
             })
@@ -162,11 +158,8 @@ fn active_users(key: &str, id: &IdentityConfig, api: &Uri) -> Result<ActiveUsers
     };
     let mut config = CotIdentity::new(id.api.clone().unwrap_or_else(|| api.clone()), credentials);
     config.refresh = id.refresh;
-    config.on_unavailable = match id.on_unavailable {
-        UnavailableConfig::FailClosed => Unavailable::FailClosed,
-        UnavailableConfig::LastKnown => Unavailable::LastKnown,
-    };
-    ActiveUsers::new(config).map_err(|e| AppError::Identity {
+    config.on_unavailable = id.on_unavailable.into();
+    ActiveUsers::new(config).map_err(|e| StreamError::Identity {
         key: key.to_owned(),
         reason: e.to_string(),
     })

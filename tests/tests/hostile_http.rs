@@ -936,7 +936,7 @@ async fn spoofed_certificate_and_forwarding_headers_never_reach_ots() {
                  X-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 1\r\n\
                  X-Forwarded-Prefix: /evil\r\nX-Forwarded-Server: evil\r\n\
                  X-Original-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6;host=evil\r\n";
-    let own_cert = cot::tls::escaped_pem(&s.eud.der);
+    let own_cert = takgate::http::client_cert::escaped_pem(&s.eud.der);
     for (listener, path, route, cert, proto) in [
         ("web", "/api/spoof", "api", None, "http"),
         (

@@ -127,7 +127,7 @@ async fn marti_listener_forwards_the_verified_certificate_like_nginx() {
     assert_eq!(got.status, 200);
     let seen = s.up.last();
     let header = seen.headers["x-ssl-cert"].to_str().unwrap();
-    assert_eq!(header, cot::tls::escaped_pem(&client.der));
+    assert_eq!(header, takgate::http::client_cert::escaped_pem(&client.der));
     assert!(header.starts_with("-----BEGIN%20CERTIFICATE-----%0A"));
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
 }

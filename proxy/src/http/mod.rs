@@ -6,6 +6,7 @@
 //! - `path`: request paths normalised before routing.
 //! - `router`: the nginx `location` blocks of each profile.
 //! - `forward`: the header contract, the upstream pools, error classification.
+//! - `client_cert`: the client certificate escaped as nginx sends it to OTS.
 //! - `upgrade`: WebSocket upgrades relayed and tracked.
 //! - `cors`: the cross-origin policy, answered at the edge.
 //! - `static_files`: the single-page UI from `ui_root`.
@@ -15,6 +16,7 @@
 
 pub mod access;
 pub mod body;
+pub mod client_cert;
 pub mod cors;
 pub mod file_cache;
 pub mod forward;
