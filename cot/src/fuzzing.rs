@@ -2,6 +2,8 @@
 //! the framer and asserts what must hold for every input, not just "no panic". They live in the
 //! library so that the committed seed corpora also run under `cargo nextest`.
 
+use std::path::Path;
+
 use crate::framer::{
     Frame, FrameErrorKind, FrameKind, Framer, FramerConfig, MalformedPolicy, Negotiation,
     DEFAULT_MAX_FRAME, RESYNC_HOLD,
@@ -9,6 +11,21 @@ use crate::framer::{
 
 #[cfg(test)]
 mod tests;
+
+/// The committed seeds (`seed-*`) of one target's corpus, `corpus/<target>` under a fuzz crate's
+/// folder, sorted by name: for running them as unit tests. Shared with `takgate::fuzzing`.
+pub fn seeds(fuzz_dir: &Path, target: &str) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(fuzz_dir.join("corpus").join(target))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("seed-") {
+            out.push((name, std::fs::read(entry.path())?));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
 
 /// The frame limit byte `b` of an input chooses: 0–63 that many bytes, 64–127 multiples of 64,
 /// above that the 1 MiB default.

@@ -36,9 +36,16 @@
 //!   cannot end within that many bytes fails with `TooLarge`. Once `next_frame` has returned
 //!   `Ok(None)` the framer holds at most `max(max_frame, 6)` bytes (6: a possible `<event`
 //!   while skipping under the Drop policy), so with reads of at most `n` bytes it never holds
+//!   more than that plus `n`.
 //!
-//! The OTS-to-client direction frames with [`Framer::trusted`]; see `trusted.rs` for what it
-//! does and the property that ties it to the validating parser.
+//! # Layout
+//!
+//! One XML parser: `xml` finds where each token ends and `xml/parse` runs quick-xml over it
+//! with CoT's own refusals. `proto` frames TAK protocol version 1, `frame` and `class` are what
+//! a frame says, `error` why one was refused. `trusted` is the OTS-to-client fast path
+//! ([`Framer::trusted`]): it delimits instead of parsing, hands anything it cannot delimit
+//! safely to the parser, and is held equal to the parser by the `framer_differential` fuzz
+//! target (its module documentation states the property).
 
 use bytes::{Buf, Bytes, BytesMut};
 
