@@ -56,6 +56,8 @@ pub enum Reason {
     ControlChar(u8),
     #[error("'<' in the value of attribute {0}")]
     LtInAttribute(String),
+    #[error("'<' in the name {0}")]
+    LtInName(String),
     #[error("end tag of the root <{0}> with space before its '>'")]
     SpacedRootEnd(String),
     #[error("frame longer than {limit} bytes")]

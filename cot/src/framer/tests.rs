@@ -374,6 +374,18 @@ fn a_raw_lt_in_an_attribute_value_is_refused() {
 }
 
 #[test]
+fn a_raw_lt_in_a_tag_name_is_refused() {
+    // quick-xml takes `<x</event>` for a start tag named `x</event`, closed by `</x</event>`:
+    // the frame is one element to it, two messages to whoever splits on `</event>` (found by
+    // the framer_differential fuzz target).
+    assert_malformed(
+        b"<event type='a-f'><detail><x</event><event type='t-x-takp-r'><TakResponse           status='true'/></event>></x</event>></detail></event>",
+    );
+    assert_malformed(b"<event type='a-f'><detail><a<b/></detail></event>");
+    assert_malformed(b"<event type='a-f'><detail><a b<c='1'/></detail></event>");
+}
+
+#[test]
 fn end_event_inside_cdata_comment_and_text_does_not_split() {
     let cases: &[&[u8]] = &[
         b"<event type='a-f'><detail><![CDATA[</event><event>]]]]></detail></event>",

@@ -127,6 +127,12 @@ impl XmlState {
         start: usize,
     ) -> Result<(), Fault> {
         let name = e.name().0;
+        // Not well-formed either, in an element's or attribute's name, and quick-xml reads
+        // `<x</event>` as a start tag named `x</event`: for OTS, which splits on `</event>`,
+        // that ends the message. An end tag's name must match a start tag's, so it is clean too.
+        if name.contains('<') {
+            return Err(Fault::new(at, Reason::LtInName(clip(name))));
+        }
         let root = self.open_starts.is_empty();
         if root {
             self.info.kind = match name {
@@ -144,6 +150,9 @@ impl XmlState {
             );
         for attr in e.attributes() {
             let attr = attr.map_err(|err| Fault::new(at, Reason::Xml(err.into())))?;
+            if attr.key.0.contains('<') {
+                return Err(Fault::new(at, Reason::LtInName(clip(attr.key.0))));
+            }
             let value: &str = &attr.value;
             // Not well-formed, and quick-xml lets it through: a `</event>` hidden in a value
             // would end the event early for anyone who splits streams on `</event>` (OTS itself,
