@@ -23,8 +23,10 @@
 //! 9.5 µs), so this path is kept, and held to the validating framer ([`Framer::new`]) by the
 //! `framer_differential` fuzz target (`cot::fuzzing::framer_differential`), which feeds both
 //! the same bytes in the same chunks under the Close policy, switching to protobuf after a
-//! granted negotiation as the relay does. With `e` the stream offset where the validating
-//! framer refuses the stream (the stream's length if it never does):
+//! granted negotiation as the relay does. With `e` the stream offset up to which the
+//! validating framer accepts the stream (the end of its last frame and of the complete tokens
+//! of the pending one, before any token it refuses; a token still arriving is not yet
+//! accepted, and a longer input that completes it is the fuzzer's to find):
 //!
 //! 1. **Same frames while the parser accepts.** Every frame the validating framer returns, the
 //!    trusted framer returns too, in the same order, with the same bytes, end offset, kind,
@@ -33,8 +35,8 @@
 //!    ends at or before `e` where the parser has no boundary is a smuggling bug: it cut a
 //!    message short inside content the parser accepted, and what follows it would be read as a
 //!    message of its own (a protobuf grant, say).
-//! 3. **No refusal of what the parser accepts.** The trusted framer fails only a stream the
-//!    validating framer fails, and not before it (`e` ≤ the trusted error's offset).
+//! 3. **No refusal of what the parser accepts.** A stream the validating framer does not
+//!    refuse, the trusted framer refuses only at or after `e`.
 //!
 //! Past `e` the trusted framer may go on delimiting where the parser has stopped; that is its
 //! purpose (OTS's output is relayed unvalidated). There a `</event>` inside an attribute value,
