@@ -54,10 +54,8 @@ pub enum Reason {
     UnknownEntity(String),
     #[error("control character {0:#04x} is not allowed in XML")]
     ControlChar(u8),
-    #[error("'<' in the value of attribute {0}")]
-    LtInAttribute(String),
-    #[error("'<' in the name {0}")]
-    LtInName(String),
+    #[error("'<' inside the tag of <{0}>")]
+    LtInTag(String),
     #[error("end tag of the root <{0}> with space before its '>'")]
     SpacedRootEnd(String),
     #[error("frame longer than {limit} bytes")]
