@@ -19,8 +19,8 @@
 //! # What ties it to the parser
 //!
 //! Parsing every frame would cost 5 to 10 times as much per frame (framer bench: a position
-//! report 0.57 µs trusted against 2.8 µs parsed, the largest ATAK sample 0.89 µs against
-//! 9.5 µs), so this path is kept, and held to the validating framer ([`Framer::new`]) by the
+//! report 0.57 µs trusted against 2.8 µs parsed, the largest ATAK sample 0.87 µs against
+//! 8.4 µs), so this path is kept, and held to the validating framer ([`Framer::new`]) by the
 //! `framer_differential` fuzz target (`cot::fuzzing::framer_differential`), which feeds both
 //! the same bytes in the same chunks under the Close policy, switching to protobuf after a
 //! granted negotiation as the relay does. With `e` the stream offset up to which the
