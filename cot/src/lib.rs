@@ -8,8 +8,11 @@
 //! - `reoriginate`: per-user client certificates, so OTS's own TLS listener sees the same user.
 //! - `identity`: whether a certificate's CN is an active OTS user, kept current from OTS's API.
 //! - `panics`: the guard every connection task runs in: a panic ends one connection, counted.
+//! - `fuzzing` (feature `fuzzing`): the harnesses of `cot/fuzz`.
 
 pub mod framer;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod gateway;
 pub mod identity;
 pub mod panics;
