@@ -17,14 +17,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
-use crate::drain::Drain;
 use crate::http::body::{self, Body};
 use crate::tls_watch::TlsSources;
 use cot::gateway::Gateway;
+use cot::listener::{Accept, Drain};
 use cot::panics::Panics;
 
 /// The `listener` label of the admin listener's connections in `takgate_panics_total`.
 pub const ADMIN_LISTENER: &str = "admin";
+
+/// Connections the admin listener serves at once: a scraper and a few probes need a handful; a
+/// client that opens many waits in the kernel's queue instead of taking file descriptors.
+const MAX_CONNECTIONS: usize = 64;
 
 /// How long `/readyz` waits for the OTS API's health check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -98,28 +102,19 @@ impl Admin {
     }
 
     /// Serves admin requests until the drain stops.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, drain: Drain) {
-        loop {
-            let (stream, peer) = tokio::select! {
-                res = listener.accept() => match res {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = drain.stopping() => return,
-            };
-            let admin = self.clone();
-            let conn_drain = drain.clone();
-            drain.tracker().spawn(async move {
-                let panics = admin.panics.clone();
-                panics
-                    .guard(ADMIN_LISTENER, peer, admin.connection(stream, conn_drain))
-                    .await;
-            });
-        }
+    pub async fn serve(self: Arc<Self>, socket: TcpListener, drain: Drain) {
+        let accept = Accept {
+            name: Arc::from(ADMIN_LISTENER),
+            max_connections: MAX_CONNECTIONS,
+            open: None,
+            panics: self.panics.clone(),
+            drain: drain.clone(),
+        };
+        accept
+            .serve(socket, move |stream, _peer| {
+                self.clone().connection(stream, drain.clone())
+            })
+            .await;
     }
 
     async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, drain: Drain) {

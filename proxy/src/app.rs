@@ -19,7 +19,6 @@ use crate::admin::{Admin, Probes};
 use crate::config::{
     ClientAuthConfig, Config, HttpListenerConfig, StreamListenerConfig, TlsConfig, TlsVersionConfig,
 };
-use crate::drain::Drain;
 use crate::http::forward::Forwarder;
 use crate::http::router::Router;
 use crate::http::service::HttpService;
@@ -27,6 +26,7 @@ use crate::metrics::HttpMetrics;
 use crate::server::{self, ConnLimits, ListenerTls};
 use crate::stream;
 use crate::tls_watch::TlsSources;
+use cot::listener::Drain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -149,8 +149,7 @@ impl App {
             streams.push(Arc::new(Gateway::new(
                 gateway,
                 &stream_metrics,
-                drain.stop_token(),
-                drain.tracker().clone(),
+                drain.clone(),
                 panics.clone(),
             )));
         }

@@ -307,8 +307,8 @@ pub struct ClientBodyError(#[source] pub BoxError);
 
 /// The client's request body as sent upstream: at most `limit` bytes, each chunk within
 /// `idle` of the last, errors marked as the client's, its progress recorded in `progress`.
-pub fn request_body(
-    body: hyper::body::Incoming,
+pub fn request_body<B: crate::http::service::RequestBody>(
+    body: B,
     limit: usize,
     idle: Duration,
     progress: &Arc<SendProgress>,

@@ -1,0 +1,109 @@
+//! Why a client connection was refused before it was served: one closed set of labels for
+//! `takgate_stream_refused_total{reason}` and `takgate_http_tls_refused_total{reason}`.
+
+use std::fmt;
+
+/// Why a connection was refused. [`Refusal::as_str`] is its metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The listener's certificate files do not exist yet (OTS creates them on its first start).
+    TlsNotReady,
+    /// The TLS handshake did not finish within the listener's deadline.
+    Timeout,
+    /// The handshake failed on an I/O error (the client went away, or sent no TLS).
+    Io,
+    /// A required client certificate was not presented (or, after the handshake, no
+    /// certificate where one is needed).
+    NoCert,
+    UnknownCa,
+    Expired,
+    NotYetValid,
+    Revoked,
+    CrlExpired,
+    WrongKeyUsage,
+    /// Any other certificate error.
+    BadCert,
+    /// Any other TLS error.
+    Protocol,
+    /// The certificate has no single non-empty subject CN where one is needed.
+    NoCn,
+    InactiveUser,
+    UnknownUser,
+    /// OTS's user list could not be read, so nobody can be checked.
+    IdentityUnavailable,
+    /// The CN already holds as many sessions as it may.
+    CnSessionLimit,
+    /// The TLS handshake with the upstream failed (reoriginate mode).
+    UpstreamTls,
+    /// Too many certificates are being issued at once (reoriginate mode).
+    IssueBusy,
+    /// Issuing the client's certificate failed (reoriginate mode).
+    IssueFailed,
+}
+
+impl Refusal {
+    /// The metric label; a dashboard or alert may name any of these.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::TlsNotReady => "tls_not_ready",
+            Refusal::Timeout => "timeout",
+            Refusal::Io => "io",
+            Refusal::NoCert => "no_cert",
+            Refusal::UnknownCa => "unknown_ca",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::Revoked => "revoked",
+            Refusal::CrlExpired => "crl_expired",
+            Refusal::WrongKeyUsage => "wrong_key_usage",
+            Refusal::BadCert => "bad_cert",
+            Refusal::Protocol => "protocol",
+            Refusal::NoCn => "no_cn",
+            Refusal::InactiveUser => "inactive_user",
+            Refusal::UnknownUser => "unknown_user",
+            Refusal::IdentityUnavailable => "identity_unavailable",
+            Refusal::CnSessionLimit => "cn_session_limit",
+            Refusal::UpstreamTls => "upstream_tls",
+            Refusal::IssueBusy => "issue_busy",
+            Refusal::IssueFailed => "issue_failed",
+        }
+    }
+
+    /// Why a server-side TLS handshake failed, the same on stream and HTTPS listeners.
+    pub fn of_handshake(err: &std::io::Error) -> Self {
+        use rustls::CertificateError as C;
+        let Some(tls) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        else {
+            return Refusal::Io;
+        };
+        match tls {
+            rustls::Error::NoCertificatesPresented => Refusal::NoCert,
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::UnknownIssuer => Refusal::UnknownCa,
+                C::Expired | C::ExpiredContext { .. } => Refusal::Expired,
+                C::NotValidYet | C::NotValidYetContext { .. } => Refusal::NotYetValid,
+                C::Revoked => Refusal::Revoked,
+                C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => {
+                    Refusal::CrlExpired
+                }
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => Refusal::WrongKeyUsage,
+                _ => Refusal::BadCert,
+            },
+            _ => Refusal::Protocol,
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares by label, as the metrics see it.
+impl PartialEq<&str> for Refusal {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
