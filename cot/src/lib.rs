@@ -8,6 +8,7 @@
 //! - `reoriginate`: per-user client certificates, so OTS's own TLS listener sees the same user.
 //! - `identity`: whether a certificate's CN is an active OTS user, kept current from OTS's API.
 //! - `listener`: accept loops, TLS handshakes with a deadline, refusal reasons, the drain.
+//! - `upstream_client`: the pooled HTTP client towards OTS (forwarding, identity, readiness).
 //! - `panics`: the guard every connection task runs in: a panic ends one connection, counted.
 
 pub mod framer;
@@ -19,3 +20,4 @@ pub mod proxy_protocol;
 pub mod rate;
 pub mod reoriginate;
 pub mod tls;
+pub mod upstream_client;

@@ -11,9 +11,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
@@ -22,6 +20,7 @@ use crate::tls_watch::TlsSources;
 use cot::gateway::Gateway;
 use cot::listener::{Accept, Drain};
 use cot::panics::Panics;
+use cot::upstream_client::{ClientSettings, UpstreamClient};
 
 /// The `listener` label of the admin listener's connections in `takgate_panics_total`.
 pub const ADMIN_LISTENER: &str = "admin";
@@ -38,7 +37,7 @@ pub struct Admin {
     registry: Registry,
     probes: Probes,
     listeners_bound: AtomicBool,
-    probe: Client<HttpConnector, Empty<bytes::Bytes>>,
+    probe: UpstreamClient<Empty<bytes::Bytes>>,
     /// The latest upstream probes and when they finished. Held while probing: `/readyz` calls
     /// that arrive meanwhile wait and share that probe's outcome instead of starting their own
     /// (a monitoring system or a crowd of kubelets cannot multiply the probes OTS receives).
@@ -78,22 +77,22 @@ impl Probes {
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(registry: Registry, probes: Probes, panics: Panics) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(PROBE_TIMEOUT));
-        let probe = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(http);
+    pub fn new(registry: Registry, probes: Probes, panics: Panics) -> Result<Self, rustls::Error> {
+        let probe = UpstreamClient::new(ClientSettings {
+            connect_timeout: PROBE_TIMEOUT,
+            pool_idle_timeout: Duration::from_secs(30),
+            max_idle_per_host: 1,
+            tls: None,
+        })?;
         panics.init_listener(ADMIN_LISTENER);
-        Self {
+        Ok(Self {
             registry,
             probes,
             listeners_bound: AtomicBool::new(false),
             probe,
             probed: tokio::sync::Mutex::new(None),
             panics,
-        }
+        })
     }
 
     /// Called once every listener is bound.

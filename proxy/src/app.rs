@@ -171,7 +171,7 @@ impl App {
             metrics,
         ));
         let probes = Probes::new(health_url(&config), streams.clone(), tls.clone());
-        let admin = Arc::new(Admin::new(registry, probes, panics.clone()));
+        let admin = Arc::new(Admin::new(registry, probes, panics.clone())?);
         Ok(Self {
             config,
             tls,
