@@ -2,13 +2,15 @@
 //! identity cache's user list and the admin readiness probe): pooled connections, a connect
 //! timeout, TCP_NODELAY, and TLS for `https` upstreams when given a client config.
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
-use hyper_rustls::HttpsConnector;
+use http::{Request, Uri};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 /// How an [`UpstreamClient`] connects and pools.
 #[derive(Clone, Debug)]
@@ -24,7 +26,29 @@ pub struct ClientSettings {
 /// A pooled HTTP/1.1 client sending `B` bodies.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient<B> {
-    inner: Client<HttpsConnector<HttpConnector>, B>,
+    inner: Client<Connector, B>,
+}
+
+/// hyper-rustls's connector; in test builds, one whose connections [`redirect_to`] can divert.
+#[derive(Clone, Debug)]
+pub struct Connector(HttpsConnector<HttpConnector>);
+
+impl tower::Service<Uri> for Connector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        #[cfg(feature = "test-hooks")]
+        if let Some(to) = test_hooks::REDIRECT.get() {
+            return Box::pin(test_hooks::redirected(*to, uri));
+        }
+        self.0.call(uri)
+    }
 }
 
 impl<B> UpstreamClient<B>
@@ -54,7 +78,7 @@ where
             .pool_max_idle_per_host(settings.max_idle_per_host)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector);
+            .build(Connector(connector));
         Ok(Self { inner })
     }
 
@@ -71,4 +95,40 @@ fn trust_nothing() -> Result<rustls::ClientConfig, rustls::Error> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth())
+}
+
+#[cfg(feature = "test-hooks")]
+pub use test_hooks::redirect_to;
+
+/// Test builds only (the `test-hooks` feature, which no release build enables).
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    use std::net::SocketAddr;
+    use std::sync::OnceLock;
+
+    use http::Uri;
+    use hyper_rustls::MaybeHttpsStream;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    pub(super) static REDIRECT: OnceLock<SocketAddr> = OnceLock::new();
+
+    /// From now on, every [`UpstreamClient`](super::UpstreamClient) of this process connects to
+    /// `to`, in plain TCP, and first writes the URI it was asked to connect to and a newline;
+    /// then HTTP/1.1 as usual. For harnesses that stand in for every upstream at once (the fuzz
+    /// targets). Only the first call counts.
+    pub fn redirect_to(to: SocketAddr) {
+        let _ = REDIRECT.set(to);
+    }
+
+    pub(super) async fn redirected(
+        to: SocketAddr,
+        uri: Uri,
+    ) -> Result<MaybeHttpsStream<TokioIo<TcpStream>>, Box<dyn std::error::Error + Send + Sync>>
+    {
+        let mut tcp = TcpStream::connect(to).await?;
+        tcp.write_all(format!("{uri}\n").as_bytes()).await?;
+        Ok(MaybeHttpsStream::Http(TokioIo::new(tcp)))
+    }
 }

@@ -368,6 +368,12 @@ impl App {
         &self.drain
     }
 
+    /// The services of the `[[http]]` listeners, in config order, for the fuzz targets to drive.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn http_services(&self) -> impl Iterator<Item = &Arc<HttpService>> {
+        self.listeners.iter().map(|l| &l.service)
+    }
+
     /// Stops accepting and waits for requests and WebSockets as `[shutdown]` allows.
     pub async fn shutdown(&self) -> bool {
         self.drain
