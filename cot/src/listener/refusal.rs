@@ -39,6 +39,8 @@ pub enum Refusal {
     IssueBusy,
     /// Issuing the client's certificate failed (reoriginate mode).
     IssueFailed,
+    /// The stream sessions' memory budget is spent.
+    MemoryBudget,
 }
 
 impl Refusal {
@@ -65,6 +67,7 @@ impl Refusal {
             Refusal::UpstreamTls => "upstream_tls",
             Refusal::IssueBusy => "issue_busy",
             Refusal::IssueFailed => "issue_failed",
+            Refusal::MemoryBudget => "memory_budget",
         }
     }
 
@@ -105,5 +108,71 @@ impl fmt::Display for Refusal {
 impl PartialEq<&str> for Refusal {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Refusal::{self, *};
+
+    const ALL: [Refusal; 21] = [
+        TlsNotReady,
+        Timeout,
+        Io,
+        NoCert,
+        UnknownCa,
+        Expired,
+        NotYetValid,
+        Revoked,
+        CrlExpired,
+        WrongKeyUsage,
+        BadCert,
+        Protocol,
+        NoCn,
+        InactiveUser,
+        UnknownUser,
+        IdentityUnavailable,
+        CnSessionLimit,
+        UpstreamTls,
+        IssueBusy,
+        IssueFailed,
+        MemoryBudget,
+    ];
+
+    #[test]
+    fn labels_are_distinct_snake_case_and_as_the_alert_rules_spell_them() {
+        let labels: std::collections::HashSet<_> = ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), ALL.len(), "two refusals share a label");
+        for l in &labels {
+            assert!(
+                l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{l}"
+            );
+        }
+        // Named by deploy/'s alert rules and dashboards.
+        for named in [
+            "unknown_ca",
+            "inactive_user",
+            "unknown_user",
+            "identity_unavailable",
+            "no_cn",
+            "upstream_tls",
+            "issue_busy",
+        ] {
+            assert!(labels.contains(named), "{named}");
+        }
+        assert_eq!(IssueBusy, "issue_busy");
+        assert_eq!(MemoryBudget.to_string(), "memory_budget");
+    }
+
+    #[test]
+    fn a_handshake_error_without_tls_inside_is_io() {
+        let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(Refusal::of_handshake(&e), Io);
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::NoCertificatesPresented,
+        );
+        assert_eq!(Refusal::of_handshake(&e), NoCert);
     }
 }
