@@ -28,13 +28,12 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use tokio::sync::{watch, Mutex};
 use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::upstream_client::{ClientSettings, UpstreamClient};
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +46,8 @@ pub const DEFAULT_MIN_MISS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// (more with many EUDs), so this is tens of thousands of users.
 pub const MAX_BODY: usize = 16 << 20;
 
+/// An idle connection to OTS's API is closed after this long (hyper's default).
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 const USERS_PATH: &str = "/api/users/all";
 const LOGIN_PATH: &str = "/api/login?include_auth_token";
 const WHAT_USERS: &str = "GET /api/users/all";
@@ -223,7 +224,7 @@ struct Inner {
     config: IdentityConfig,
     users_url: Uri,
     login_url: Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: UpstreamClient<Full<Bytes>>,
     /// Written only while `fetch` is held, so a load-modify-store cannot race.
     state: ArcSwap<State>,
     generation: watch::Sender<u64>,
@@ -277,13 +278,14 @@ impl ActiveUsers {
                 .map_err(|_| IdentityError::InvalidConfig("token is not a valid header value"))?;
         }
 
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let client = UpstreamClient::new(ClientSettings {
+            connect_timeout: config.timeout,
+            pool_idle_timeout: IDLE_CONNECTION_TIMEOUT,
             // One request at a time goes to OTS; more idle connections are waste.
-            .pool_max_idle_per_host(1)
-            .build(connector);
+            max_idle_per_host: 1,
+            tls: None,
+        })
+        .map_err(|_| IdentityError::InvalidConfig("building the HTTP client"))?;
 
         Ok(Self {
             inner: Arc::new(Inner {

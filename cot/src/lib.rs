@@ -7,6 +7,8 @@
 //! - `proxy_protocol`: PROXY v2 headers carrying the client's address and certificate CN.
 //! - `reoriginate`: per-user client certificates, so OTS's own TLS listener sees the same user.
 //! - `identity`: whether a certificate's CN is an active OTS user, kept current from OTS's API.
+//! - `listener`: accept loops, TLS handshakes with a deadline, refusal reasons, the drain.
+//! - `upstream_client`: the pooled HTTP client towards OTS (forwarding, identity, readiness).
 //! - `panics`: the guard every connection task runs in: a panic ends one connection, counted.
 //! - `fuzzing` (feature `fuzzing`): the harnesses of `cot/fuzz`.
 
@@ -15,8 +17,10 @@ pub mod framer;
 pub mod fuzzing;
 pub mod gateway;
 pub mod identity;
+pub mod listener;
 pub mod panics;
 pub mod proxy_protocol;
 pub mod rate;
 pub mod reoriginate;
 pub mod tls;
+pub mod upstream_client;

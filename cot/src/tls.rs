@@ -21,28 +21,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 mod crl;
 
-/// A bounded label for why a TLS handshake failed, the same on stream and HTTPS listeners.
-pub fn handshake_failure(err: &std::io::Error) -> &'static str {
-    use rustls::CertificateError as C;
-    let Some(tls) = err
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
-        return "io";
-    };
-    match tls {
-        rustls::Error::NoCertificatesPresented => "no_cert",
-        rustls::Error::InvalidCertificate(c) => match c {
-            C::UnknownIssuer => "unknown_ca",
-            C::Expired | C::ExpiredContext { .. } => "expired",
-            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
-            C::Revoked => "revoked",
-            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
-            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_key_usage",
-            _ => "bad_cert",
-        },
-        _ => "protocol",
-    }
+/// The label of why a TLS handshake failed (see [`crate::listener::Refusal::of_handshake`]).
+pub fn handshake_failure(err: &io::Error) -> &'static str {
+    crate::listener::Refusal::of_handshake(err).as_str()
 }
 
 #[cfg(test)]

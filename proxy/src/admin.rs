@@ -11,20 +11,23 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
-use crate::drain::Drain;
 use crate::http::body::{self, Body};
 use crate::tls_watch::TlsSources;
 use cot::gateway::{Gateway, MemoryBudget};
+use cot::listener::{Accept, Drain};
 use cot::panics::Panics;
+use cot::upstream_client::{ClientSettings, UpstreamClient};
 
 /// The `listener` label of the admin listener's connections in `takgate_panics_total`.
 pub const ADMIN_LISTENER: &str = "admin";
+
+/// Connections the admin listener serves at once: a scraper and a few probes need a handful; a
+/// client that opens many waits in the kernel's queue instead of taking file descriptors.
+const MAX_CONNECTIONS: usize = 64;
 
 /// How long `/readyz` waits for the OTS API's health check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,7 +37,7 @@ pub struct Admin {
     registry: Registry,
     probes: Probes,
     listeners_bound: AtomicBool,
-    probe: Client<HttpConnector, Empty<bytes::Bytes>>,
+    probe: UpstreamClient<Empty<bytes::Bytes>>,
     /// The latest upstream probes and when they finished. Held while probing: `/readyz` calls
     /// that arrive meanwhile wait and share that probe's outcome instead of starting their own
     /// (a monitoring system or a crowd of kubelets cannot multiply the probes OTS receives).
@@ -82,22 +85,22 @@ impl Probes {
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(registry: Registry, probes: Probes, panics: Panics) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(PROBE_TIMEOUT));
-        let probe = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(http);
+    pub fn new(registry: Registry, probes: Probes, panics: Panics) -> Result<Self, rustls::Error> {
+        let probe = UpstreamClient::new(ClientSettings {
+            connect_timeout: PROBE_TIMEOUT,
+            pool_idle_timeout: Duration::from_secs(30),
+            max_idle_per_host: 1,
+            tls: None,
+        })?;
         panics.init_listener(ADMIN_LISTENER);
-        Self {
+        Ok(Self {
             registry,
             probes,
             listeners_bound: AtomicBool::new(false),
             probe,
             probed: tokio::sync::Mutex::new(None),
             panics,
-        }
+        })
     }
 
     /// Called once every listener is bound.
@@ -106,28 +109,19 @@ impl Admin {
     }
 
     /// Serves admin requests until the drain stops.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, drain: Drain) {
-        loop {
-            let (stream, peer) = tokio::select! {
-                res = listener.accept() => match res {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = drain.stopping() => return,
-            };
-            let admin = self.clone();
-            let conn_drain = drain.clone();
-            drain.tracker().spawn(async move {
-                let panics = admin.panics.clone();
-                panics
-                    .guard(ADMIN_LISTENER, peer, admin.connection(stream, conn_drain))
-                    .await;
-            });
-        }
+    pub async fn serve(self: Arc<Self>, socket: TcpListener, drain: Drain) {
+        let accept = Accept {
+            name: Arc::from(ADMIN_LISTENER),
+            max_connections: MAX_CONNECTIONS,
+            open: None,
+            panics: self.panics.clone(),
+            drain: drain.clone(),
+        };
+        accept
+            .serve(socket, move |stream, _peer| {
+                self.clone().connection(stream, drain.clone())
+            })
+            .await;
     }
 
     async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, drain: Drain) {

@@ -16,7 +16,6 @@ use cot::panics::Panics;
 
 use crate::admin::{Admin, Probes};
 use crate::config::{Config, HttpListenerConfig, StreamListenerConfig, TlsConfig};
-use crate::drain::Drain;
 use crate::http::forward::Forwarder;
 use crate::http::router::Router;
 use crate::http::service::HttpService;
@@ -24,6 +23,7 @@ use crate::metrics::HttpMetrics;
 use crate::server::{self, ConnLimits, ListenerTls};
 use crate::stream::{self, StreamError};
 use crate::tls_watch::TlsSources;
+use cot::listener::Drain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -150,8 +150,7 @@ impl App {
             streams.push(Arc::new(Gateway::new(
                 gateway,
                 &stream_metrics,
-                drain.stop_token(),
-                drain.tracker().clone(),
+                drain.clone(),
                 panics.clone(),
             )));
         }
@@ -178,7 +177,7 @@ impl App {
             tls.clone(),
             memory.clone(),
         );
-        let admin = Arc::new(Admin::new(registry, probes, panics.clone()));
+        let admin = Arc::new(Admin::new(registry, probes, panics.clone())?);
         Ok(Self {
             config,
             tls,
@@ -386,6 +385,12 @@ impl App {
 
     pub fn drain(&self) -> &Drain {
         &self.drain
+    }
+
+    /// The services of the `[[http]]` listeners, in config order, for the fuzz targets to drive.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn http_services(&self) -> impl Iterator<Item = &Arc<HttpService>> {
+        self.listeners.iter().map(|l| &l.service)
     }
 
     /// Stops accepting and waits for requests and WebSockets as `[shutdown]` allows.

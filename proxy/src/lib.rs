@@ -3,12 +3,12 @@
 //! Layout:
 //! - `config`: the typed TOML config and its validation.
 //! - `app`: turns a config into listeners, binds and starts them, reloads TLS, drains.
-//! - `server`: accept loops, TLS handshakes, HTTP/1.1 connections.
+//! - `server`: HTTP listeners: connections from `cot::listener`, served as HTTP/1.1.
 //! - `stream`: `[[stream]]` listeners turned into CoT gateway settings.
 //! - `http`: routing, forwarding, upgrades, CORS, static files, access log.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`.
 //! - `tls_watch`: certificate reload on SIGHUP and on file changes.
-//! - `metrics`, `error`, `drain`, `counted`: shared pieces.
+//! - `metrics`, `error`, `counted`: shared pieces.
 //! - `fuzzing` (feature `fuzzing`): the harnesses of `proxy/fuzz`.
 
 pub mod admin;
@@ -16,7 +16,6 @@ pub mod allocator;
 pub mod app;
 pub mod config;
 pub mod counted;
-pub mod drain;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -262,9 +262,9 @@ impl HttpMetrics {
     }
 
     /// A refused handshake: `tls_handshake` in the connection errors, and why.
-    pub fn tls_refused(&self, listener: &str, reason: &'static str) {
+    pub fn tls_refused(&self, listener: &str, reason: cot::listener::Refusal) {
         self.tls_refused
-            .with_label_values(&[listener, reason])
+            .with_label_values(&[listener, reason.as_str()])
             .inc();
         self.connection_error(listener, ConnectionError::TlsHandshake);
     }
@@ -292,22 +292,5 @@ impl HttpMetrics {
         self.tls_reloads
             .with_label_values(&[listener, if ok { "ok" } else { "error" }])
             .inc();
-    }
-}
-
-/// Increments a gauge now and decrements it when dropped, so no error path can leak a count.
-#[derive(Debug)]
-pub struct GaugeGuard(IntGauge);
-
-impl GaugeGuard {
-    pub fn new(gauge: IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

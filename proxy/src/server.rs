@@ -1,23 +1,28 @@
-//! Accept loops: bounded connections, TLS handshakes with a deadline, and HTTP/1.1 served with
-//! upgrades, each connection tracked by the drain.
+//! HTTP listeners: connections accepted by `cot::listener` (permit, TLS handshake with a
+//! deadline, drain), then HTTP/1.1 served with upgrades through the listener's `HttpService`.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::HeaderValue;
-use hyper::service::service_fn;
+use http::{HeaderValue, Request};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tower::util::Oneshot;
+use tower::ServiceExt;
+
+use cot::listener::{self, Accept, Drain, Refusal};
 
 use crate::counted::{Counted, OnRead};
-use crate::drain::Drain;
 use crate::http::forward::ClientInfo;
-use crate::http::service::HttpService;
-use crate::metrics::{ConnectionError, GaugeGuard};
+use crate::http::service::{ClientService, HttpService};
+use crate::metrics::ConnectionError;
 
 /// TLS for one listener: reloadable material and the handshake deadline.
 #[derive(Debug)]
@@ -38,53 +43,31 @@ pub struct ConnLimits {
 /// Accepts until the drain stops; each connection is served on its own task, where a panic
 /// ends that connection only (counted by the service's `Panics`).
 pub async fn serve_http(
-    listener: TcpListener,
+    socket: TcpListener,
     service: Arc<HttpService>,
     tls: Option<Arc<ListenerTls>>,
     limits: ConnLimits,
     drain: Drain,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        // Waiting for a permit before accepting leaves excess clients in the kernel's queue
-        // instead of taking sockets we would have to drop.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = drain.stopping() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning on the error.
-                    tracing::warn!(listener = %service.name(), error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = drain.stopping() => return,
-        };
-        let service = service.clone();
-        let tls = tls.clone();
-        let conn_drain = drain.clone();
-        drain.tracker().spawn(async move {
-            let _permit = permit;
-            let _open = GaugeGuard::new(service.metrics().connections_open(service.name()));
-            // Built in place: a named local would keep a second copy of the connection's state
-            // in this task for as long as it runs.
-            service
-                .panics()
-                .guard(
-                    service.name(),
-                    peer,
-                    serve_connection(stream, peer, service.clone(), tls, limits, conn_drain),
-                )
-                .await;
-        });
-    }
+    let accept = Accept {
+        name: service.name().clone(),
+        max_connections: limits.max_connections,
+        open: Some(service.metrics().connections_open(service.name())),
+        panics: service.panics().clone(),
+        drain: drain.clone(),
+    };
+    accept
+        .serve(socket, move |stream, peer| {
+            serve_connection(
+                stream,
+                peer,
+                service.clone(),
+                tls.clone(),
+                limits,
+                drain.clone(),
+            )
+        })
+        .await;
 }
 
 async fn serve_connection(
@@ -105,27 +88,26 @@ async fn serve_connection(
         serve_http1(stream, client, service, limits, drain).await;
         return;
     };
-    let Some(acceptor) = tls.tls.acceptor() else {
-        // The certificate files do not exist yet (OTS creates them on its first start).
-        service
-            .metrics()
-            .connection_error(service.name(), ConnectionError::TlsNotReady);
-        return;
-    };
-    let accept = acceptor.accept(stream);
-    let stream = match tokio::time::timeout(tls.handshake_timeout, accept).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let reason = cot::tls::handshake_failure(&e);
-            service.metrics().tls_refused(service.name(), reason);
-            tracing::info!(listener = %service.name(), client = %peer, reason, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            service
-                .metrics()
-                .connection_error(service.name(), ConnectionError::TlsHandshakeTimeout);
-            tracing::info!(listener = %service.name(), client = %peer, "TLS handshake timed out");
+    let handshake = listener::tls_handshake(
+        Some(&tls.tls),
+        tls.handshake_timeout,
+        stream,
+        service.name(),
+        peer,
+    );
+    let stream = match handshake.await {
+        Ok(s) => s,
+        Err(refusal) => {
+            let (metrics, name) = (service.metrics(), service.name());
+            match refusal {
+                Refusal::TlsNotReady => {
+                    metrics.connection_error(name, ConnectionError::TlsNotReady)
+                }
+                Refusal::Timeout => {
+                    metrics.connection_error(name, ConnectionError::TlsHandshakeTimeout)
+                }
+                reason => metrics.tls_refused(name, reason),
+            }
             return;
         }
     };
@@ -149,22 +131,10 @@ async fn serve_http1<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let client = Arc::new(client);
     let activity = Arc::new(Activity::default());
-    let svc = {
-        let service = service.clone();
-        let activity = activity.clone();
-        service_fn(move |req| {
-            let (service, client, activity) = (service.clone(), client.clone(), activity.clone());
-            activity.mark();
-            async move {
-                let res = service.handle(client, req).await;
-                // Again once the request body has (normally) been read, so that its bytes do not
-                // make the idle time after it look like a stalled head.
-                activity.mark();
-                res
-            }
-        })
+    let svc = Marked {
+        inner: service.for_client(client),
+        activity: activity.clone(),
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -205,6 +175,49 @@ async fn serve_http1<I>(
         };
         service.metrics().connection_error(service.name(), kind);
         tracing::debug!(listener = %service.name(), error = %e, "connection ended with an error");
+    }
+}
+
+/// The listener's service, telling `activity` when each request starts and ends.
+struct Marked {
+    inner: ClientService,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Marked {
+    type Response = <ClientService as tower::Service<Request<Incoming>>>::Response;
+    type Error = <ClientService as tower::Service<Request<Incoming>>>::Error;
+    type Future = MarkedFuture<Oneshot<ClientService, Request<Incoming>>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.activity.mark();
+        MarkedFuture {
+            // As hyper-util's `TowerToHyperService`: a clone per request (two `Arc`s), readied
+            // then called.
+            inner: self.inner.clone().oneshot(req),
+            activity: self.activity.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct MarkedFuture<F> {
+        #[pin]
+        inner: F,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<F: Future> Future for MarkedFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        // Again once the request body has (normally) been read, so that its bytes do not make
+        // the idle time after it look like a stalled head.
+        this.activity.mark();
+        Poll::Ready(out)
     }
 }
 

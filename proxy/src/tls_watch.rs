@@ -13,8 +13,8 @@ use std::time::Duration;
 use cot::tls::{ReloadableTls, TlsError};
 use tokio::task::JoinHandle;
 
-use crate::drain::Drain;
 use crate::metrics::HttpMetrics;
+use cot::listener::Drain;
 
 /// How often the files are checked: one `stat` each, so a short interval costs nothing.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);

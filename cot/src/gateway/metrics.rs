@@ -274,10 +274,10 @@ impl StreamMetrics {
 }
 
 impl ListenerMetrics {
-    pub fn refused(&self, reason: &'static str) {
+    pub fn refused(&self, reason: crate::listener::Refusal) {
         self.family
             .refused
-            .with_label_values(&[&self.listener, reason])
+            .with_label_values(&[&self.listener, reason.as_str()])
             .inc();
     }
 

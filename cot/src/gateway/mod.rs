@@ -21,12 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::framer::FramerConfig;
 use crate::identity::{ActiveUsers, Decision};
+use crate::listener::{self, Accept, Drain, Refusal};
 use crate::reoriginate::Reoriginator;
 use crate::tls::ReloadableTls;
 
@@ -117,8 +116,9 @@ pub struct GatewayConfig {
 pub struct Gateway {
     config: GatewayConfig,
     metrics: ListenerMetrics,
+    drain: Drain,
+    /// The drain's stop signal, which the relays wait on.
     stop: CancellationToken,
-    tracker: TaskTracker,
     panics: crate::panics::Panics,
     /// The outcome of the latest upstream connect, and when: readiness reads it instead of
     /// opening connections of its own (OTS forks a process per connection on 8088).
@@ -143,8 +143,7 @@ impl Gateway {
     pub fn new(
         config: GatewayConfig,
         metrics: &StreamMetrics,
-        stop: CancellationToken,
-        tracker: TaskTracker,
+        drain: Drain,
         panics: crate::panics::Panics,
     ) -> Self {
         let metrics = metrics.listener(&config.name, config.mode.as_str());
@@ -152,8 +151,8 @@ impl Gateway {
         Self {
             config,
             metrics,
-            stop,
-            tracker,
+            stop: drain.stop_token(),
+            drain,
             panics,
             upstream_seen: std::sync::Mutex::new(None),
             cn_sessions: limits::CnSessions::default(),
@@ -201,47 +200,31 @@ impl Gateway {
     }
 
     /// Accepts until stopped; each connection runs on a tracked task.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        let permits = Arc::new(Semaphore::new(self.config.max_connections));
-        loop {
-            // A permit before accepting: excess clients wait in the kernel's queue.
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                () = self.stop.cancelled() => return,
-            };
-            let (stream, peer) = tokio::select! {
-                res = listener.accept() => match res {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(listener = %self.config.name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = self.stop.cancelled() => return,
-            };
-            // The session's fixed share of the memory budget, before its TLS handshake
-            // allocates anything.
-            let Some(charge) = self.config.memory.admit(self.config.mode.session_cost()) else {
-                self.metrics.refused("memory_budget");
-                tracing::debug!(listener = %self.config.name, client = %peer, "stream memory budget exhausted; connection refused");
-                continue;
-            };
-            let gw = self.clone();
-            self.tracker.spawn(async move {
-                let _held = (permit, charge);
-                gw.metrics.connections.inc();
-                gw.metrics.connections_open.inc();
-                let name = &gw.config.name;
-                gw.panics
-                    .guard(name, peer, gw.connection(stream, peer))
-                    .await;
-                gw.metrics.connections_open.dec();
-            });
-        }
+    pub async fn serve(self: Arc<Self>, socket: TcpListener) {
+        let accept = Accept {
+            name: Arc::from(self.config.name.as_str()),
+            max_connections: self.config.max_connections,
+            open: Some(self.metrics.connections_open.clone()),
+            panics: self.panics.clone(),
+            drain: self.drain.clone(),
+        };
+        accept
+            .serve(socket, move |stream, peer| {
+                let gw = self.clone();
+                async move {
+                    // The session's fixed share of the memory budget, before its TLS
+                    // handshake allocates anything.
+                    let Some(_charge) = gw.config.memory.admit(gw.config.mode.session_cost())
+                    else {
+                        gw.metrics.refused(Refusal::MemoryBudget);
+                        tracing::debug!(listener = %gw.config.name, client = %peer, "stream memory budget exhausted; connection refused");
+                        return;
+                    };
+                    gw.metrics.connections.inc();
+                    gw.connection(stream, peer).await
+                }
+            })
+            .await;
     }
 
     async fn connection(&self, stream: TcpStream, addr: SocketAddr) {
@@ -265,27 +248,17 @@ impl Gateway {
 
     async fn tls_connection(&self, stream: TcpStream, addr: SocketAddr) {
         let name = &self.config.name;
-        let Some(acceptor) = self.config.tls.as_ref().and_then(|t| t.acceptor()) else {
-            self.metrics.refused("tls_not_ready");
-            tracing::debug!(listener = %name, client = %addr, "TLS files not loaded yet; closing");
-            return;
-        };
         let started = tokio::time::Instant::now();
-        let tls = match tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(stream))
-            .await
-        {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                let reason = crate::tls::handshake_failure(&e);
-                self.metrics.refused(reason);
-                tracing::info!(listener = %name, client = %addr, reason, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.metrics.refused("timeout");
-                tracing::info!(listener = %name, client = %addr, "TLS handshake timed out");
-                return;
-            }
+        let handshake = listener::tls_handshake(
+            self.config.tls.as_deref(),
+            self.config.handshake_timeout,
+            stream,
+            name,
+            addr,
+        );
+        let tls = match handshake.await {
+            Ok(tls) => tls,
+            Err(reason) => return self.metrics.refused(reason),
         };
         self.metrics
             .handshake_seconds
@@ -347,9 +320,9 @@ impl Gateway {
         tracing::debug!(listener = %name, client = ?addr, reason, "session ended");
     }
 
-    fn refuse(&self, peer: &Peer, reason: &'static str) {
+    fn refuse(&self, peer: &Peer, reason: Refusal) {
         self.metrics.refused(reason);
-        tracing::info!(listener = %self.config.name, client = ?peer.addr, cn = ?peer.cn, reason, "connection refused");
+        tracing::info!(listener = %self.config.name, client = ?peer.addr, cn = ?peer.cn, reason = reason.as_str(), "connection refused");
     }
 
     /// The TLS client config that reaches OTS as the client's own CN.
@@ -358,12 +331,12 @@ impl Gateway {
         reoriginate: &Arc<Reoriginator>,
         peer: &Peer,
         conn: &rustls::ServerConnection,
-    ) -> Result<Arc<rustls::ClientConfig>, &'static str> {
+    ) -> Result<Arc<rustls::ClientConfig>, Refusal> {
         // `admit` refused a client without exactly one non-empty CN.
-        let cn = peer.cn.as_deref().ok_or("no_cn")?;
+        let cn = peer.cn.as_deref().ok_or(Refusal::NoCn)?;
         let value = crate::tls::peer_leaf(conn)
             .and_then(|der| crate::reoriginate::subject_cn(der))
-            .ok_or("no_cn")?;
+            .ok_or(Refusal::NoCn)?;
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
         reoriginate
             .client_config(cn, &value, deadline)
@@ -393,23 +366,23 @@ impl Gateway {
         };
         self.record_upstream(Err(format!("TLS: {error}")));
         self.metrics.upstream_connect_failures.inc();
-        self.metrics.refused("upstream_tls");
+        self.metrics.refused(Refusal::UpstreamTls);
         tracing::warn!(listener = %self.config.name, client = %client, upstream = %self.config.upstream, error, "TLS to the upstream failed; closing the client");
         None
     }
 
     /// The identity decision, as OTS's own SSL listener makes it, and stricter.
     /// With a limit on sessions per CN, the client's place among its CN's sessions.
-    async fn admit(&self, peer: &Peer) -> Result<Option<limits::CnSession<'_>>, &'static str> {
+    async fn admit(&self, peer: &Peer) -> Result<Option<limits::CnSession<'_>>, Refusal> {
         // Reoriginating needs a CN to reach OTS with.
         let needs_cn = self.config.require_cn
             || self.config.identity.is_some()
             || self.config.reoriginate.is_some();
         let Some(cn) = peer.cn.as_deref() else {
             return if needs_cn && peer.cert_presented {
-                Err("no_cn")
+                Err(Refusal::NoCn)
             } else if needs_cn {
-                Err("no_cert")
+                Err(Refusal::NoCert)
             } else {
                 Ok(None)
             };
@@ -417,9 +390,9 @@ impl Gateway {
         if let Some(users) = &self.config.identity {
             match users.check(cn).await {
                 Decision::Allowed => {}
-                Decision::Inactive => return Err("inactive_user"),
-                Decision::Unknown => return Err("unknown_user"),
-                Decision::Unavailable => return Err("identity_unavailable"),
+                Decision::Inactive => return Err(Refusal::InactiveUser),
+                Decision::Unknown => return Err(Refusal::UnknownUser),
+                Decision::Unavailable => return Err(Refusal::IdentityUnavailable),
             }
         }
         match self.config.limits.sessions_per_cn {
@@ -428,7 +401,7 @@ impl Gateway {
                 .cn_sessions
                 .enter(cn, max)
                 .map(Some)
-                .ok_or("cn_session_limit"),
+                .ok_or(Refusal::CnSessionLimit),
         }
     }
 

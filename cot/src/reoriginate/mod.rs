@@ -52,11 +52,12 @@ pub enum IssueError {
 }
 
 impl IssueError {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> crate::listener::Refusal {
+        use crate::listener::Refusal;
         match self {
-            IssueError::NotReady => "tls_not_ready",
-            IssueError::Busy => "issue_busy",
-            IssueError::Failed => "issue_failed",
+            IssueError::NotReady => Refusal::TlsNotReady,
+            IssueError::Busy => Refusal::IssueBusy,
+            IssueError::Failed => Refusal::IssueFailed,
         }
     }
 }

@@ -20,6 +20,20 @@ fn http_head_seeds_hold_the_invariants() {
 }
 
 #[test]
+fn http_head_seeds_are_refused_answered_and_forwarded() {
+    use super::Outcome;
+    let outcomes: Vec<_> = seeds("http_head")
+        .iter()
+        .filter_map(|(_, data)| super::http_head_outcome(data))
+        .collect();
+    let count = |o| outcomes.iter().filter(|&&x| x == o).count();
+    // The harness drives the whole service: most seeds reach the stand-in upstream, whose
+    // record the forwarding invariants are checked on.
+    assert!(count(Outcome::Forwarded) >= 5, "{outcomes:?}");
+    assert!(count(Outcome::Answered) >= 1, "{outcomes:?}");
+}
+
+#[test]
 fn config_seeds_hold_the_invariants() {
     let seeds = seeds("config");
     assert!(seeds.len() >= 5, "{} seeds", seeds.len());

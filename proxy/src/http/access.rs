@@ -17,7 +17,8 @@ use crate::error::ErrorKind;
 use crate::http::body::{Body, BoxError};
 use crate::http::forward;
 use crate::http::router::RouteClass;
-use crate::metrics::{GaugeGuard, HttpMetrics};
+use crate::metrics::HttpMetrics;
+use cot::listener::GaugeGuard;
 
 /// What is known about a request when its response head is ready.
 #[derive(Debug)]

@@ -5,13 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cot::upstream_client::{ClientSettings, UpstreamClient};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::error::{ErrorKind, ProxyError};
@@ -20,7 +17,7 @@ use crate::http::head;
 use crate::http::router::{HostHeader, ProxyRoute, Upstream};
 use http_body_util::BodyExt;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+type HttpClient = UpstreamClient<Body>;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -69,8 +66,8 @@ pub struct Forwarded {
 impl Forwarder {
     pub fn new(config: &UpstreamConfig, cert_header: HeaderName) -> Result<Self, rustls::Error> {
         Ok(Self {
-            verified: client(config, verified_tls()?),
-            unverified: client(config, unverified_tls()?),
+            verified: client(config, verified_tls()?)?,
+            unverified: client(config, unverified_tls()?)?,
             response_timeout: config.response_timeout,
             cert_header,
         })
@@ -307,8 +304,8 @@ pub struct ClientBodyError(#[source] pub BoxError);
 
 /// The client's request body as sent upstream: at most `limit` bytes, each chunk within
 /// `idle` of the last, errors marked as the client's, its progress recorded in `progress`.
-pub fn request_body(
-    body: hyper::body::Incoming,
+pub fn request_body<B: crate::http::service::RequestBody>(
+    body: B,
     limit: usize,
     idle: Duration,
     progress: &Arc<SendProgress>,
@@ -332,22 +329,14 @@ pub fn is_idle_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn client(config: &UpstreamConfig, tls: rustls::ClientConfig) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+fn client(config: &UpstreamConfig, tls: rustls::ClientConfig) -> Result<HttpClient, rustls::Error> {
+    UpstreamClient::new(ClientSettings {
+        connect_timeout: config.connect_timeout,
+        pool_idle_timeout: config.pool_idle_timeout,
+        // hyper's default: no bound on idle connections per upstream.
+        max_idle_per_host: usize::MAX,
+        tls: Some(tls),
+    })
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

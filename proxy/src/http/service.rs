@@ -1,24 +1,30 @@
 //! One listener's request handling: CORS, routing, then static files, a redirect, a 404 or the
 //! upstream; every request ends in one access-log line and one metrics record.
+//!
+//! [`ClientService`] is that handling for one client connection, as a `tower::Service` over any
+//! request body: the server drives it with hyper's bodies, tests and fuzz targets with their own.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use http::header::{self, HeaderValue};
 use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use cot::panics::Panics;
 
 use crate::config::HttpListenerConfig;
-use crate::drain::Drain;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::access::{Logged, RequestRecord};
-use crate::http::body::{self, Body, SendProgress};
+use crate::http::body::{self, Body, BoxError, SendProgress};
 use crate::http::cors::{CorsPolicy, Decision};
 use crate::http::file_cache::FileCache;
 use crate::http::forward::{self, ClientInfo, Forwarder};
@@ -27,7 +33,9 @@ use crate::http::path;
 use crate::http::router::{Action, ProxyRoute, RouteClass, Router};
 use crate::http::static_files::StaticFiles;
 use crate::http::upgrade;
-use crate::metrics::{GaugeGuard, HttpMetrics};
+use crate::metrics::HttpMetrics;
+use cot::listener::Drain;
+use cot::listener::GaugeGuard;
 
 /// Everything a listener's requests share.
 #[derive(Debug)]
@@ -46,6 +54,41 @@ pub struct HttpService {
     default_host: String,
     scheme: Scheme,
     access_log: bool,
+}
+
+/// A listener's request handling for one client connection.
+#[derive(Clone, Debug)]
+pub struct ClientService {
+    service: Arc<HttpService>,
+    client: Arc<ClientInfo>,
+}
+
+/// What a request body must be to go through a [`ClientService`] (hyper's `Incoming`, and any
+/// in-memory body).
+pub trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B: RequestBody> tower::Service<Request<B>> for ClientService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    /// Boxed: an `async fn`'s future has no name to give here.
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // No capacity of its own: connections are bounded by their listener's permits.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        Box::pin(self.service.clone().handle(self.client.clone(), req))
+    }
 }
 
 /// How a request was answered, for the record.
@@ -128,10 +171,18 @@ impl HttpService {
         &self.scheme
     }
 
-    pub async fn handle(
+    /// This listener's request handling for requests from `client`.
+    pub fn for_client(self: &Arc<Self>, client: ClientInfo) -> ClientService {
+        ClientService {
+            service: self.clone(),
+            client: Arc::new(client),
+        }
+    }
+
+    async fn handle<B: RequestBody>(
         self: Arc<Self>,
         client: Arc<ClientInfo>,
-        req: Request<Incoming>,
+        req: Request<B>,
     ) -> Result<Response<Body>, Infallible> {
         let start = Instant::now();
         let in_flight = GaugeGuard::new(self.metrics.in_flight(&self.name));
@@ -156,7 +207,7 @@ impl HttpService {
             .map(|b| Logged::new(b, record).boxed_unsync()))
     }
 
-    async fn answer(&self, client: &ClientInfo, mut req: Request<Incoming>) -> Answer {
+    async fn answer<B: RequestBody>(&self, client: &ClientInfo, mut req: Request<B>) -> Answer {
         if let Err(e) =
             head::canonicalize(&mut req).and_then(|()| path::normalize_request(&mut req))
         {
@@ -207,12 +258,12 @@ impl HttpService {
         answer
     }
 
-    async fn proxy(
+    async fn proxy<B: RequestBody>(
         &self,
         route: &ProxyRoute,
         client: &ClientInfo,
         class: RouteClass,
-        req: Request<Incoming>,
+        req: Request<B>,
         upgrade: Option<HeaderValue>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Result<Answer, ProxyError> {

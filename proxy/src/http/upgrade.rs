@@ -11,9 +11,10 @@ use tokio::io::AsyncWriteExt;
 use cot::panics::Panics;
 
 use crate::counted::Counted;
-use crate::drain::Drain;
 use crate::http::router::RouteClass;
-use crate::metrics::{GaugeGuard, HttpMetrics};
+use crate::metrics::HttpMetrics;
+use cot::listener::Drain;
+use cot::listener::GaugeGuard;
 
 /// The `Upgrade` value of a WebSocket upgrade request, or `None` for any other request.
 ///

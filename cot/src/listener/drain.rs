@@ -1,4 +1,4 @@
-//! Graceful shutdown: one handle shared by accept loops, connections and upgraded relays.
+//! Graceful shutdown: one handle shared by accept loops, connections, sessions and upgraded relays.
 
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ impl Drain {
         Self::default()
     }
 
-    /// The stop signal, for components outside this crate (the CoT gateway).
+    /// The stop signal, for loops that wait on a token (stream relays).
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
