@@ -16,8 +16,8 @@ use std::sync::Arc;
 use prometheus::IntGauge;
 
 /// A session's fixed share, by what the session holds besides its buffers: its resident memory
-/// when idle (measured with the release build: about 16 KiB for plain TCP both ways, 21.6 KiB
-/// with TLS ended here, 30.4 KiB re-originated; BENCHMARKS.md), plus about a quarter for what the
+/// when idle (measured with the release build: about 16 KiB for plain TCP both ways, 23 KiB
+/// with TLS ended here, 32 KiB re-originated; BENCHMARKS.md), plus about a quarter for what the
 /// allocator keeps between the buffers that sessions take and give back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionCost {
