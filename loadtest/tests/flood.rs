@@ -90,11 +90,12 @@ async fn a_flooding_client_is_held_to_its_limit_and_the_others_keep_their_latenc
         assert_eq!(r.ops.received, r.ops.sent, "every normal event came back");
         beside.push(r.latency.unwrap().p99_ms);
         // Everything relayed to OTS in the run, less the normal clients' events, is the
-        // flooder's: no more than its burst, its rate for as long as it was connected, and the
-        // one read (16 KiB: 16 of its 1 KiB events) that takgate parses before it pauses.
+        // flooder's: no more than its burst, its rate for as long as it was connected, and what
+        // takgate has read when it pauses (a 16 KiB read completes at most 17 of its 1 KiB
+        // events: 16 and the one the read before began; twice that as the margin).
         let relayed = proxy.metric("takgate_cot_frames_total", &to_upstream).await - frames_before;
         let flooder = relayed - r.ops.sent as f64;
-        let allowed = 200.0 + 50.0 * flood_s + 16.0;
+        let allowed = 200.0 + 50.0 * flood_s + 34.0;
         eprintln!(
             "round {round}: normal p99 {:.3} ms alone, {:.3} ms beside the flooder; the flooder \
              wrote {} events in {flood_s:.1} s, {flooder} reached OTS (allowed {allowed:.0})",
