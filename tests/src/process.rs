@@ -225,6 +225,26 @@ impl TakgateProcess {
         assert_eq!(got.status, 200, "GET /metrics: {}", got.text());
         metric_value(&got.text(), name, labels)
     }
+
+    /// Polls a metric until `done` holds of it, and returns it; fails the test after 60 s,
+    /// saying `what` it waited for.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        what: &str,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.metric(name, labels).await;
+            if done(v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: {name} is {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for TakgateProcess {

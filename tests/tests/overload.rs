@@ -71,25 +71,6 @@ fn config(upstream: SocketAddr, budget: &str, extra: &str) -> String {
     )
 }
 
-/// Polls takgate's metric until `done` says so, within [`WAIT`].
-async fn until_metric(
-    gate: &TakgateProcess,
-    name: &str,
-    labels: &[(&str, &str)],
-    what: &str,
-    done: impl Fn(f64) -> bool,
-) -> f64 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = gate.metric(name, labels).await;
-        if done(v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: {name} is {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn shed_total(gate: &TakgateProcess) -> f64 {
     let mut total = 0.0;
     for reason in ["session_queue", "memory_budget", "session_end"] {
@@ -149,8 +130,7 @@ async fn an_upstream_that_stops_reading_costs_no_more_than_the_budget_and_every_
         .expect("clients blocked: takgate stopped reading");
     let sent = (CLIENTS * FRAMES) as f64;
     let labels = [("listener", "cot"), ("direction", "to_upstream")];
-    until_metric(
-        &gate,
+    gate.wait_metric(
         "takgate_cot_frames_total",
         &labels,
         "every frame read",
@@ -183,8 +163,7 @@ async fn an_upstream_that_stops_reading_costs_no_more_than_the_budget_and_every_
     // frame read was written to OTS or shed.
     holder.abort();
     held.lock().unwrap().clear();
-    until_metric(
-        &gate,
+    gate.wait_metric(
         "takgate_stream_connections_open",
         &[("listener", "cot")],
         "every session ended",
@@ -281,14 +260,14 @@ time=\"2026-12-07T10:00:00Z\" start=\"2026-12-07T10:00:00Z\" stale=\"2026-12-07T
         }
     }
     // The budget acted: sessions refused at the door, or closed when they could not grow.
-    let refused = until_metric(
-        &gate,
-        "takgate_stream_refused_total",
-        &[("listener", "cot"), ("reason", "memory_budget")],
-        "sessions refused for the budget",
-        |v| v > 0.0,
-    )
-    .await;
+    let refused = gate
+        .wait_metric(
+            "takgate_stream_refused_total",
+            &[("listener", "cot"), ("reason", "memory_budget")],
+            "sessions refused for the budget",
+            |v| v > 0.0,
+        )
+        .await;
     let closed = gate
         .metric(
             "takgate_stream_sessions_closed_total",
@@ -319,8 +298,7 @@ time=\"2026-12-07T10:00:00Z\" start=\"2026-12-07T10:00:00Z\" stale=\"2026-12-07T
         assert!(Instant::now() < deadline, "sessions still open");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    until_metric(
-        &gate,
+    gate.wait_metric(
         "takgate_stream_memory_used_bytes",
         &[],
         "the budget given back",
