@@ -299,7 +299,9 @@ where
                         }
                     }
                 }
-                outbox.shed_to_bound(gw.config.memory.queue_share());
+                if outbox.sheds() {
+                    outbox.shed_to_bound(gw.config.memory.queue_share());
+                }
                 match closed {
                     None => inbox.release_if_empty(),
                     Some(Closed::OverBudget) => {
