@@ -3,12 +3,16 @@
 Run with a Python that has PyYAML (the OTS images ship it): python init_scripts_test.py
 """
 
+import http.server
+import json
 import os
+import secrets
 import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 
 import yaml
 
@@ -16,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 INIT = os.path.join(HERE, "..", "base", "ots-init")
 WRITE = os.path.join(INIT, "write_config.py")
 LISTENING = os.path.join(INIT, "listening.py")
+ADMIN = os.path.join(INIT, "admin_password.py")
 SETTINGS = os.path.join(HERE, "..", "base", "ots-settings.env")
 
 SECRETS = {
@@ -68,6 +73,15 @@ def test_fresh_config_has_fixed_secrets_and_hosts(tmp):
     assert conf["OTS_SSL_STREAMING_PORT"] == 31089 and conf["OTS_TCP_STREAMING_PORT"] == 18088
     # takgate reads the same Secret key (signer_key_password_file) to open OTS's CA key.
     assert conf["OTS_CA_PASSWORD"] == SECRETS["ca-password"]
+    # No MediaMTX is deployed: OTS's default (on) is overridden with a YAML boolean.
+    assert conf["OTS_MEDIAMTX_ENABLE"] is False
+    # OTS reads no such key; it is not written.
+    assert "OTS_CERTIFICATE_ENROLLMENT_PORT" not in conf
+
+
+def test_mediamtx_flag_must_be_a_boolean(tmp):
+    r = run(tmp, "--check", extra={"OTS_MEDIAMTX_ENABLE": "maybe"})
+    assert r.returncode != 0 and "OTS_MEDIAMTX_ENABLE" in r.stderr, r.stderr
 
 
 def make_ca_key(data, password):
@@ -163,6 +177,120 @@ def test_listening_sees_a_listener_and_not_a_closed_port(tmp):
     assert r.returncode == 1
     r = subprocess.run([sys.executable, LISTENING, "x"], capture_output=True, timeout=10)
     assert r.returncode != 0
+
+
+class FakeOts(http.server.ThreadingHTTPServer):
+    """OTS's login and password change as Flask-Security answers them (JSON, session cookie,
+    CSRF token in X-XSRF-Token), on 127.0.0.1:0."""
+
+    def __init__(self, password="password", healthy=True, honour_change=True):
+        self.password, self.healthy, self.honour_change = password, healthy, honour_change
+        self.sessions, self.changes = {}, 0
+        super().__init__(("127.0.0.1", 0), FakeOtsHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class FakeOtsHandler(http.server.BaseHTTPRequestHandler):
+    def answer(self, status, body, cookie=None):
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        if cookie:
+            self.send_header("Set-Cookie", f"session={cookie}; HttpOnly; Path=/")
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self):
+        if self.path == "/api/health" and self.server.healthy:
+            return self.answer(200, {"status": "healthy"})
+        return self.answer(503, {})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        srv = self.server
+        if self.path == "/api/login":
+            if body == {"username": "administrator", "password": srv.password}:
+                sid, token = secrets.token_hex(8), secrets.token_hex(8)
+                srv.sessions[sid] = token
+                return self.answer(200, {"response": {"csrf_token": token}}, cookie=sid)
+            return self.answer(400, {"response": {"errors": ["invalid"]}})
+        if self.path == "/api/password/change":
+            sid = (self.headers.get("Cookie") or "").removeprefix("session=")
+            if srv.sessions.get(sid) is None or self.headers.get("X-XSRF-Token") != srv.sessions[sid]:
+                return self.answer(400, {"response": {"errors": ["The CSRF token is missing."]}})
+            if body.get("password") != srv.password or body.get("new_password") != body.get("new_password_confirm"):
+                return self.answer(400, {"response": {"errors": ["invalid"]}})
+            srv.changes += 1
+            if srv.honour_change:
+                srv.password = body["new_password"]
+            return self.answer(200, {"response": {}})
+        return self.answer(404, {})
+
+    def log_message(self, *a):
+        pass
+
+
+def admin(tmp, ots, password="0123456789abcdef0123456789abcdef"):
+    path = os.path.join(tmp, "admin-password")
+    with open(path, "w") as f:
+        f.write(password + "\n")
+    return subprocess.run([sys.executable, ADMIN, path, ots.url()], capture_output=True, text=True, timeout=30)
+
+
+def test_admin_default_password_replaced_by_the_secret(tmp):
+    ots = FakeOts()
+    try:
+        r = admin(tmp, ots)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert ots.password == "0123456789abcdef0123456789abcdef" and ots.changes == 1
+        assert "0123456789abcdef" not in r.stdout + r.stderr  # never logged
+        r = admin(tmp, ots)  # the next start: nothing to change
+        assert r.returncode == 0 and ots.changes == 1, r.stdout
+    finally:
+        ots.shutdown()
+
+
+def test_admin_probe_fails_while_the_default_still_logs_in(tmp):
+    ots = FakeOts(honour_change=False)
+    try:
+        r = admin(tmp, ots)
+        assert r.returncode == 1 and "still logs in" in r.stdout, r.stdout
+    finally:
+        ots.shutdown()
+
+
+def test_admin_probe_fails_until_the_api_is_healthy(tmp):
+    ots = FakeOts(healthy=False)
+    try:
+        r = admin(tmp, ots)
+        assert r.returncode == 1 and ots.changes == 0, r.stdout
+    finally:
+        ots.shutdown()
+
+
+def test_admin_password_changed_in_the_ui_is_kept(tmp):
+    ots = FakeOts(password="chosen-in-the-ui")
+    try:
+        r = admin(tmp, ots)
+        assert r.returncode == 0 and ots.changes == 0 and ots.password == "chosen-in-the-ui", r.stdout
+    finally:
+        ots.shutdown()
+
+
+def test_admin_secret_ots_would_refuse_fails(tmp):
+    ots = FakeOts()
+    try:
+        for bad in ("short", "has:colon-inside", "password"):
+            r = admin(tmp, ots, bad)
+            assert r.returncode not in (0, 1) or "not a password" in r.stderr, r.stderr
+            assert "not a password" in r.stderr, r.stderr
+        assert ots.changes == 0
+    finally:
+        ots.shutdown()
 
 
 def main():
