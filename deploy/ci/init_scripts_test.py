@@ -1,4 +1,5 @@
-"""Tests of the scripts the pod runs inside the stock OTS images (base/ots-init/).
+"""Tests of the scripts the pods run inside stock images (base/ots-init/ in the OTS image,
+base/postgres-backup.sh in the postgis image).
 
 Run with a Python that has PyYAML (the OTS images ship it): python init_scripts_test.py
 """
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import yaml
 
@@ -21,6 +23,17 @@ INIT = os.path.join(HERE, "..", "base", "ots-init")
 WRITE = os.path.join(INIT, "write_config.py")
 LISTENING = os.path.join(INIT, "listening.py")
 ADMIN = os.path.join(INIT, "admin_password.py")
+BACKUP = os.path.join(HERE, "..", "base", "postgres-backup.sh")
+
+# pg_dump as the backup script must call it: password from PGPASSFILE only, never an argument.
+FAKE_PG_DUMP = """#!/bin/sh
+[ -z "${PGPASSWORD:-}" ] || { echo "PGPASSWORD set" >&2; exit 3; }
+[ "$(stat -c %a "$PGPASSFILE")" = 600 ] || { echo "pgpass not private" >&2; exit 4; }
+grep -Fqx 'postgres:5432:ots:ots:pa\\:ss' "$PGPASSFILE" || { echo "bad pgpass" >&2; exit 5; }
+for a in "$@"; do case "$a" in --file=*) out="${a#--file=}" ;; esac; done
+[ -n "${FAIL:-}" ] && exit 1
+printf 'PGDMP dump of %s\n' "$PGDATABASE" > "$out"
+"""
 SETTINGS = os.path.join(HERE, "..", "base", "ots-settings.env")
 
 SECRETS = {
@@ -291,6 +304,59 @@ def test_admin_secret_ots_would_refuse_fails(tmp):
         assert ots.changes == 0
     finally:
         ots.shutdown()
+
+
+def backup(tmp, fail=False):
+    bindir, dumps, pgpass = (os.path.join(tmp, d) for d in ("bin", "backups", "pgpass"))
+    for d in (bindir, dumps, pgpass):
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(bindir, "pg_dump"), "w") as f:
+        f.write(FAKE_PG_DUMP)
+    os.chmod(os.path.join(bindir, "pg_dump"), 0o755)
+    pw = os.path.join(tmp, "postgres-password")
+    with open(pw, "w") as f:
+        f.write("pa:ss\n")
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ["PATH"], PGHOST="postgres",
+               PGDATABASE="ots", PGUSER="ots", PGPASSWORD_FILE=pw, PGPASS_DIR=pgpass,
+               BACKUP_DIR=dumps, BACKUP_KEEP_DAYS="14", **({"FAIL": "1"} if fail else {}))
+    env.pop("PGPASSWORD", None)
+    return subprocess.run(["sh", BACKUP], env=env, capture_output=True, text=True, timeout=30), dumps
+
+
+def aged(path, days):
+    with open(path, "w") as f:
+        f.write("old")
+    t = time.time() - days * 86400
+    os.utime(path, (t, t))
+
+
+def test_backup_dumps_and_keeps_the_retention(tmp):
+    dumps = os.path.join(tmp, "backups")
+    os.makedirs(dumps)
+    aged(os.path.join(dumps, "ots-20200101T000000Z.dump"), 30)
+    aged(os.path.join(dumps, "ots-20200102T000000Z.dump"), 3)
+    aged(os.path.join(dumps, "ots-20200103T000000Z.dump.partial"), 1)
+    r, dumps = backup(tmp)
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = sorted(os.listdir(dumps))
+    assert "ots-20200101T000000Z.dump" not in names, names  # past 14 days
+    assert "ots-20200102T000000Z.dump" in names, names
+    assert not any(n.endswith(".partial") for n in names), names
+    new = [n for n in names if n not in ("ots-20200102T000000Z.dump",)]
+    assert len(new) == 1 and new[0].startswith("ots-") and new[0].endswith("Z.dump"), names
+    with open(os.path.join(dumps, new[0])) as f:
+        assert f.read() == "PGDMP dump of ots\n"
+    assert "pa:ss" not in r.stdout + r.stderr and "pa\\:ss" not in r.stdout + r.stderr
+
+
+def test_backup_failure_keeps_old_dumps_and_fails(tmp):
+    dumps = os.path.join(tmp, "backups")
+    os.makedirs(dumps)
+    aged(os.path.join(dumps, "ots-20200101T000000Z.dump"), 30)
+    r, dumps = backup(tmp, fail=True)
+    assert r.returncode != 0
+    # Nothing is deleted when no new dump was made: the old one is all there is.
+    assert os.listdir(dumps) == ["ots-20200101T000000Z.dump"], os.listdir(dumps)
 
 
 def main():
