@@ -36,13 +36,14 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEPLOY = os.path.dirname(HERE)
 OTS_REPO = "ghcr.io/brian7704/opentakserver"
-# container -> the console script (and argument) it must run from the OTS image's venv
+# container -> what its command must run from the OTS image's venv (a regular expression)
 OTS_PROCESSES = {
     "ots-config": None,  # runs ots-init/write_config.py with the image's Python
-    "opentakserver": "/app/venv/bin/opentakserver",
-    "cot-parser": "/app/venv/bin/cot_parser",
-    "eud-handler": "/app/venv/bin/eud_handler --no-ssl",
-    "eud-handler-ssl": "/app/venv/bin/eud_handler --ssl",
+    "opentakserver": r"/app/venv/bin/opentakserver(\s|$)",
+    "cot-parser": r"/app/venv/bin/cot_parser(\s|$)",
+    "eud-handler": r"/app/venv/bin/eud_handler --no-ssl(\s|$)",
+    # eud_handler --ssl, through the launcher that binds it to a pod-internal port
+    "eud-handler-ssl": r"/app/venv/bin/python3 /etc/ots-scripts/eud_handler_ssl.py --bind-port=\d+ --ssl(\s|$)",
 }
 PERMIT = "deprecated_features.permit.transient_nonexcl_queues = true"
 
@@ -84,7 +85,7 @@ def check_one_image(docs, errs):
             errs.append(f"container {name}: image {c['image']} is not {OTS_REPO}")
         want = OTS_PROCESSES[name]
         words = " ".join(c.get("command", []) + c.get("args", []))
-        if want and not re.search(re.escape(want) + r"(\s|$)", words):
+        if want and not re.search(want, words):
             errs.append(f"container {name}: command {words!r} does not run {want}")
     for name in ("opentakserver", "cot-parser"):
         if name not in found:

@@ -24,6 +24,10 @@ WRITE = os.path.join(INIT, "write_config.py")
 LISTENING = os.path.join(INIT, "listening.py")
 ADMIN = os.path.join(INIT, "admin_password.py")
 BACKUP = os.path.join(HERE, "..", "base", "postgres-backup.sh")
+EUD_SSL = os.path.join(INIT, "eud_handler_ssl.py")
+# A Python with the real OTS package (tests/e2e's venv); the launcher test is skipped without it.
+OTS_PYTHON = os.environ.get("OTS_PYTHON", os.path.join(HERE, "..", "..", ".venv-ots", "bin", "python"))
+SKIPPED = []
 
 # pg_dump as the backup script must call it: password from PGPASSFILE only, never an argument.
 FAKE_PG_DUMP = """#!/bin/sh
@@ -359,6 +363,60 @@ def test_backup_failure_keeps_old_dumps_and_fails(tmp):
     assert os.listdir(dumps) == ["ots-20200101T000000Z.dump"], os.listdir(dumps)
 
 
+def test_eud_handler_ssl_binds_the_pod_port_and_keeps_the_advertised_one(tmp):
+    """The launcher, run by the real OTS package: eud_handler --ssl listens on --bind-port while
+    config.yml (what OTS writes into packages and QR codes) keeps OTS_SSL_STREAMING_PORT."""
+    if not os.path.exists(OTS_PYTHON):
+        SKIPPED.append(f"no OTS package at {OTS_PYTHON}")
+        return
+    data = os.path.join(tmp, "ots")
+    certs = os.path.join(data, "ca", "certs", "opentakserver")
+    os.makedirs(certs)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-subj", "/CN=opentakserver", "-days", "1",
+         "-keyout", os.path.join(certs, "opentakserver.nopass.key"),
+         "-out", os.path.join(certs, "opentakserver.pem")],
+        check=True, capture_output=True, timeout=30,
+    )
+    with open(os.path.join(certs, "opentakserver.pem")) as src, open(os.path.join(data, "ca", "ca.pem"), "w") as dst:
+        dst.write(src.read())
+    conf = {"OTS_SSL_STREAMING_PORT": 8089, "OTS_STREAMING_INTERFACE": "127.0.0.1",
+            "OTS_DATA_FOLDER": data, "OTS_CA_FOLDER": os.path.join(data, "ca")}
+    with open(os.path.join(data, "config.yml"), "w") as f:
+        yaml.safe_dump(conf, f)
+    with socket.socket() as s:  # a free port for the launcher to bind
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sys.path.insert(0, INIT)
+    import listening  # noqa: PLC0415
+
+    env = dict(os.environ, OTS_DATA_FOLDER=data, HOME=tmp)
+    p = subprocess.Popen([OTS_PYTHON, EUD_SSL, f"--bind-port={port}", "--ssl"], env=env, cwd=tmp,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not listening.listening(port) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert listening.listening(port), f"nothing listens on {port} (exit {p.poll()})"
+    finally:
+        p.terminate()
+        try:
+            out = p.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out = p.communicate(timeout=20)[0]
+    assert f"eud_handler_ssl: binding {port}; clients are told 8089" in out, out[-2000:]
+    with open(os.path.join(data, "config.yml")) as f:
+        assert yaml.safe_load(f)["OTS_SSL_STREAMING_PORT"] == 8089
+
+
+def test_eud_handler_ssl_refuses_bad_arguments(tmp):
+    for args in ([], ["--ssl"], ["--bind-port=x", "--ssl"], ["--bind-port=18089"]):
+        r = subprocess.run([sys.executable, EUD_SSL, *args], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "eud_handler_ssl:" in r.stderr, (args, r.stderr)
+
+
 def main():
     tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_")]
     passed = failed = 0
@@ -371,6 +429,8 @@ def main():
             except AssertionError as e:
                 failed += 1
                 print(f"FAIL {name}: {e}")
+    for why in SKIPPED:
+        print(f"skip: {why}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
