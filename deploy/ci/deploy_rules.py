@@ -1,6 +1,6 @@
 """What a rendered overlay must do for a stock ATAK/iTAK fleet, a browser and Prometheus.
 
-Usage: deploy_rules.py RENDERED.yaml SECRET.yaml [--kps-release NAME] [--self-test]
+Usage: deploy_rules.py RENDERED.yaml SECRET.yaml [--kps-release NAME] [--standard-ports] [--self-test]
 
 - one image: every OTS process (init ots-config, opentakserver, cot-parser, eud-handler,
   eud-handler-ssl) runs the one OTS image, each with its own console script from
@@ -9,6 +9,11 @@ Usage: deploy_rules.py RENDERED.yaml SECRET.yaml [--kps-release NAME] [--self-te
 - first start: the opentakserver container's startupProbe runs admin_password.py (from the
   ots-scripts ConfigMap) on a file of a Secret volume holding ots-secrets' admin-password,
   which deploy/secrets generates;
+- standard ports (--standard-ports, the prod overlays): a LoadBalancer Service (K3s ServiceLB)
+  exposes 80, 8088, 8089, 8443 and 8446, each on a takgate containerPort; wherever a NodePort or
+  LoadBalancer Service exposes takgate's cot-tls and marti listeners, OTS_SSL_STREAMING_PORT and
+  OTS_MARTI_HTTPS_PORT (written into client packages and QR codes) are among those ports, the
+  LoadBalancer's when there is one;
 - MediaMTX: OTS_MEDIAMTX_ENABLE=false in ots-settings unless a MediaMTX container runs;
 - RabbitMQ: a ConfigMap file mounted into /etc/rabbitmq/conf.d/ permits
   transient_nonexcl_queues;
@@ -217,6 +222,45 @@ def check_backup(docs, errs):
         errs.append("backup: no NetworkPolicy lets the backup pod reach PostgreSQL")
 
 
+STANDARD = {80: "http", 8088: "cot-tcp", 8089: "cot-tls", 8443: "marti", 8446: "enroll"}
+
+
+def check_ports(docs, standard, errs):
+    ots = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "opentakserver"]
+    tg = next((c for c in ots[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "takgate"), None) if ots else None
+    if tg is None:
+        errs.append("no takgate container")
+        return
+    named = {p["name"]: p["containerPort"] for p in tg.get("ports", [])}
+    exposed = {}  # takgate port name -> {"LoadBalancer": [ports], "NodePort": [ports]}
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        kind = svc["spec"].get("type", "ClusterIP")
+        if kind not in ("NodePort", "LoadBalancer"):
+            continue
+        for p in svc["spec"]["ports"]:
+            tp = p.get("targetPort", p["port"])
+            name = tp if tp in named else next((n for n, v in named.items() if v == tp), None)
+            if name is None:
+                errs.append(f"Service {svc['metadata']['name']} port {p['port']}: target {tp} is no takgate port")
+                continue
+            exposed.setdefault(name, {}).setdefault(kind, []).append(p["port"] if kind == "LoadBalancer" else p.get("nodePort"))
+    lb = {port: name for name, kinds in exposed.items() for port in kinds.get("LoadBalancer", [])}
+    if standard:
+        for port, name in STANDARD.items():
+            if lb.get(port) != name:
+                errs.append(f"standard port {port}: the LoadBalancer sends it to {lb.get(port)!r}, not takgate's {name!r}")
+    settings = find(docs, "ConfigMap", "ots-settings")
+    data = (settings[0].get("data") or {}) if settings else {}
+    for key, listener in (("OTS_SSL_STREAMING_PORT", "cot-tls"), ("OTS_MARTI_HTTPS_PORT", "marti")):
+        kinds = exposed.get(listener)
+        if not kinds:
+            continue
+        want = kinds.get("LoadBalancer") or kinds.get("NodePort")
+        if not data.get(key, "").isdigit() or int(data[key]) not in want:
+            errs.append(f"{key}={data.get(key)!r} is written into client packages, but devices reach "
+                        f"takgate's {listener} on {want}")
+
+
 def check_kps(docs, release, errs):
     monitors = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
     for d in monitors:
@@ -230,8 +274,9 @@ def check_kps(docs, release, errs):
             errs.append("no dashboard ConfigMap labelled grafana_dashboard: \"1\"")
 
 
-def run(docs, secret, release):
+def run(docs, secret, release, standard=False):
     errs = []
+    check_ports(docs, standard, errs)
     check_one_image(docs, errs)
     check_admin_password(docs, secret, errs)
     check_mediamtx(docs, errs)
@@ -315,20 +360,30 @@ def break_backup_netpol(docs, _):
             d["spec"]["ingress"][0]["from"] = d["spec"]["ingress"][0]["from"][:1]
 
 
-BREAKS = [break_backup_env_password, break_backup_emptydir, break_backup_netpol,
+def break_lb_port(docs, _):
+    for d in docs:
+        if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer":
+            d["spec"]["ports"] = [p for p in d["spec"]["ports"] if p["port"] != 8446]
+
+
+def break_advertised(docs, _):
+    find(docs, "ConfigMap", "ots-settings")[0]["data"]["OTS_MARTI_HTTPS_PORT"] = "31443"
+
+
+BREAKS = [break_lb_port, break_advertised, break_backup_env_password, break_backup_emptydir, break_backup_netpol,
           break_separate_image, break_other_tag, break_command, break_admin_probe,
           break_admin_key, break_secret, break_mediamtx, break_rabbitmq, break_release]
 
 
-def self_test(docs, secret, release):
+def self_test(docs, secret, release, standard):
     failed = 0
     has_monitors = any(d["kind"] == "ServiceMonitor" for d in docs)
     for brk in BREAKS:
-        if brk is break_release and not has_monitors:
+        if (brk is break_release and not has_monitors) or (brk in (break_lb_port, break_advertised) and not standard):
             continue
         d2, s2 = copy.deepcopy(docs), copy.deepcopy(secret)
         brk(d2, s2)
-        errs = run(d2, s2, release)
+        errs = run(d2, s2, release, standard)
         print(f"{'ok  ' if errs else 'MISS'} {brk.__name__}: {errs[:1] or 'not caught'}")
         failed += not errs
     tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"deploy-rules-{os.getpid()}")
@@ -349,17 +404,18 @@ def main():
     ap.add_argument("rendered")
     ap.add_argument("secret")
     ap.add_argument("--kps-release", default="kube-prometheus-stack")
+    ap.add_argument("--standard-ports", action="store_true")
     ap.add_argument("--self-test", action="store_true")
     a = ap.parse_args()
     with open(a.rendered, encoding="utf-8") as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
     with open(a.secret, encoding="utf-8") as f:
         secret = yaml.safe_load(f)
-    errs = run(docs, secret, a.kps_release)
+    errs = run(docs, secret, a.kps_release, a.standard_ports)
     check_sources_untagged(errs)
     for e in errs:
         print(f"ERROR {os.path.basename(a.rendered)}: {e}")
-    missed = self_test(docs, secret, a.kps_release) if a.self_test else 0
+    missed = self_test(docs, secret, a.kps_release, a.standard_ports) if a.self_test else 0
     print(f"deploy_rules: {os.path.basename(a.rendered)}: {len(errs)} errors"
           + (f", {missed} breaks not caught" if a.self_test else ""))
     return 1 if errs or missed else 0
