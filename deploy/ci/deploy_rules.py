@@ -10,7 +10,9 @@ Usage: deploy_rules.py RENDERED.yaml SECRET.yaml [--kps-release NAME] [--standar
   ots-scripts ConfigMap) on a file of a Secret volume holding ots-secrets' admin-password,
   which deploy/secrets generates;
 - standard ports (--standard-ports, the prod overlays): a LoadBalancer Service (K3s ServiceLB)
-  exposes 80, 8088, 8089, 8443 and 8446, each on a takgate containerPort; wherever a NodePort or
+  exposes 80 (redirect to https), 443 (the web UI over TLS), 8088, 8089, 8443 and 8446, each on
+  the takgate listener meant for it, and no NodePort or LoadBalancer port reaches a plain-HTTP
+  listener other than a redirect (no plain /Marti, no plain logins); wherever a NodePort or
   LoadBalancer Service exposes takgate's cot-tls and marti listeners, OTS_SSL_STREAMING_PORT and
   OTS_MARTI_HTTPS_PORT (written into client packages and QR codes) are among those ports, the
   LoadBalancer's when there is one;
@@ -35,6 +37,7 @@ import glob
 import os
 import re
 import sys
+import tomllib
 
 import yaml
 
@@ -222,7 +225,17 @@ def check_backup(docs, errs):
         errs.append("backup: no NetworkPolicy lets the backup pod reach PostgreSQL")
 
 
-STANDARD = {80: "http", 8088: "cot-tcp", 8089: "cot-tls", 8443: "marti", 8446: "enroll"}
+STANDARD = {80: "redirect", 443: "https", 8088: "cot-tcp", 8089: "cot-tls", 8443: "marti", 8446: "enroll"}
+
+
+def takgate_http_listeners(docs):
+    """containerPort -> (name, profile, TLS?) of takgate's [[http]] listeners."""
+    cms = find(docs, "ConfigMap", "takgate-config")
+    if not cms:
+        return {}
+    conf = tomllib.loads(next(iter(cms[0]["data"].values())))
+    return {int(h["listen"].rsplit(":", 1)[1]): (h["name"], h.get("profile"), bool(h.get("tls")))
+            for h in conf.get("http", [])}
 
 
 def check_ports(docs, standard, errs):
@@ -249,6 +262,13 @@ def check_ports(docs, standard, errs):
         for port, name in STANDARD.items():
             if lb.get(port) != name:
                 errs.append(f"standard port {port}: the LoadBalancer sends it to {lb.get(port)!r}, not takgate's {name!r}")
+        # Production: nothing reaches a plain-HTTP listener that serves anything (UI, logins,
+        # /Marti): plain HTTP only redirects.
+        http = takgate_http_listeners(docs)
+        for name, kinds in exposed.items():
+            lname, profile, tls = http.get(named[name], (None, None, True))
+            if not tls and profile != "redirect":
+                errs.append(f"plain HTTP in production: takgate's {lname!r} (profile {profile}) is exposed on {kinds}")
     settings = find(docs, "ConfigMap", "ots-settings")
     data = (settings[0].get("data") or {}) if settings else {}
     for key, listener in (("OTS_SSL_STREAMING_PORT", "cot-tls"), ("OTS_MARTI_HTTPS_PORT", "marti")):
@@ -366,11 +386,19 @@ def break_lb_port(docs, _):
             d["spec"]["ports"] = [p for p in d["spec"]["ports"] if p["port"] != 8446]
 
 
+def break_plain_web(docs, _):
+    for d in docs:
+        if d["kind"] == "Service" and d["metadata"]["name"] == "opentakserver":
+            for p in d["spec"]["ports"]:
+                if p.get("nodePort") == 31080:
+                    p["targetPort"] = "http"
+
+
 def break_advertised(docs, _):
     find(docs, "ConfigMap", "ots-settings")[0]["data"]["OTS_MARTI_HTTPS_PORT"] = "31443"
 
 
-BREAKS = [break_lb_port, break_advertised, break_backup_env_password, break_backup_emptydir, break_backup_netpol,
+BREAKS = [break_lb_port, break_plain_web, break_advertised, break_backup_env_password, break_backup_emptydir, break_backup_netpol,
           break_separate_image, break_other_tag, break_command, break_admin_probe,
           break_admin_key, break_secret, break_mediamtx, break_rabbitmq, break_release]
 
@@ -379,7 +407,7 @@ def self_test(docs, secret, release, standard):
     failed = 0
     has_monitors = any(d["kind"] == "ServiceMonitor" for d in docs)
     for brk in BREAKS:
-        if (brk is break_release and not has_monitors) or (brk in (break_lb_port, break_advertised) and not standard):
+        if (brk is break_release and not has_monitors) or (brk in (break_lb_port, break_plain_web, break_advertised) and not standard):
             continue
         d2, s2 = copy.deepcopy(docs), copy.deepcopy(secret)
         brk(d2, s2)

@@ -936,8 +936,10 @@ def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
         elif kind == "http":
             tls = item.get("tls")
             if item.get("profile") == "redirect":
-                st = http_get(addr, "/x")
-                (ok if st == 301 else fail)(f"{name}: GET /x -> {st} (redirect)")
+                # Nothing is served in plain HTTP: /Marti and the login API only redirect.
+                for path in ("/Marti/api/version", "/api/login"):
+                    st = http_get(addr, path)
+                    (ok if st == 301 else fail)(f"{name}: GET {path} -> {st} (redirect)")
                 return
             path = "/Marti/api/version" if item.get("profile") in ("marti",) else "/api/health"
             if item.get("profile") == "enroll":
