@@ -78,12 +78,19 @@ def find(docs, kind, prefix):
     return [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(prefix)]
 
 
+def one(docs, kind, name, errs):
+    """The object of that kind and name, or None (and an error saying it is missing)."""
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    if not found:
+        errs.append(f"no {kind} {name}")
+    return found[0] if found else None
+
+
 def check_one_image(docs, errs):
-    ots = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "opentakserver"]
-    if len(ots) != 1:
-        errs.append("no Deployment opentakserver")
+    ots = one(docs, "Deployment", "opentakserver", errs)
+    if ots is None:
         return
-    spec = ots[0]["spec"]["template"]["spec"]
+    spec = ots["spec"]["template"]["spec"]
     found = {c["name"]: c for c in containers(spec) if c["name"] in OTS_PROCESSES}
     images = {c["image"] for c in found.values()}
     if len(images) != 1:
@@ -117,10 +124,10 @@ def check_sources_untagged(errs, root=DEPLOY):
 
 
 def check_admin_password(docs, secret, errs):
-    ots = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "opentakserver"]
-    if not ots:
+    ots = one(docs, "Deployment", "opentakserver", [])
+    if ots is None:
         return
-    spec = ots[0]["spec"]["template"]["spec"]
+    spec = ots["spec"]["template"]["spec"]
     c = next((c for c in spec["containers"] if c["name"] == "opentakserver"), None)
     if c is None:
         errs.append("no opentakserver container")
@@ -161,11 +168,10 @@ def check_mediamtx(docs, errs):
 
 
 def check_rabbitmq(docs, errs):
-    rmq = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "rabbitmq"]
-    if not rmq:
-        errs.append("no Deployment rabbitmq")
+    rmq = one(docs, "Deployment", "rabbitmq", errs)
+    if rmq is None:
         return
-    spec = rmq[0]["spec"]["template"]["spec"]
+    spec = rmq["spec"]["template"]["spec"]
     vols = {v["name"]: v for v in spec.get("volumes", [])}
     ok = False
     for c in spec["containers"]:
@@ -182,11 +188,9 @@ def check_rabbitmq(docs, errs):
 
 
 def check_backup(docs, errs):
-    jobs = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == "postgres-backup"]
-    if not jobs:
-        errs.append("no CronJob postgres-backup")
+    job = one(docs, "CronJob", "postgres-backup", errs)
+    if job is None:
         return
-    job = jobs[0]
     tmpl = job["spec"]["jobTemplate"]["spec"]["template"]
     spec, labels = tmpl["spec"], tmpl["metadata"].get("labels") or {}
     c = spec["containers"][0]
@@ -239,8 +243,8 @@ def takgate_http_listeners(docs):
 
 
 def check_ports(docs, standard, errs):
-    ots = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "opentakserver"]
-    tg = next((c for c in ots[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "takgate"), None) if ots else None
+    ots = one(docs, "Deployment", "opentakserver", [])
+    tg = next((c for c in ots["spec"]["template"]["spec"]["containers"] if c["name"] == "takgate"), None) if ots else None
     if tg is None:
         errs.append("no takgate container")
         return

@@ -209,6 +209,10 @@ class FakeOts(http.server.ThreadingHTTPServer):
     def url(self):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def __exit__(self, *exc):
+        self.shutdown()
+        return super().__exit__(*exc)
+
 
 class FakeOtsHandler(http.server.BaseHTTPRequestHandler):
     def answer(self, status, body, cookie=None):
@@ -259,55 +263,39 @@ def admin(tmp, ots, password="0123456789abcdef0123456789abcdef"):
 
 
 def test_admin_default_password_replaced_by_the_secret(tmp):
-    ots = FakeOts()
-    try:
+    with FakeOts() as ots:
         r = admin(tmp, ots)
         assert r.returncode == 0, r.stdout + r.stderr
         assert ots.password == "0123456789abcdef0123456789abcdef" and ots.changes == 1
         assert "0123456789abcdef" not in r.stdout + r.stderr  # never logged
         r = admin(tmp, ots)  # the next start: nothing to change
         assert r.returncode == 0 and ots.changes == 1, r.stdout
-    finally:
-        ots.shutdown()
 
 
 def test_admin_probe_fails_while_the_default_still_logs_in(tmp):
-    ots = FakeOts(honour_change=False)
-    try:
+    with FakeOts(honour_change=False) as ots:
         r = admin(tmp, ots)
         assert r.returncode == 1 and "still logs in" in r.stdout, r.stdout
-    finally:
-        ots.shutdown()
 
 
 def test_admin_probe_fails_until_the_api_is_healthy(tmp):
-    ots = FakeOts(healthy=False)
-    try:
+    with FakeOts(healthy=False) as ots:
         r = admin(tmp, ots)
         assert r.returncode == 1 and ots.changes == 0, r.stdout
-    finally:
-        ots.shutdown()
 
 
 def test_admin_password_changed_in_the_ui_is_kept(tmp):
-    ots = FakeOts(password="chosen-in-the-ui")
-    try:
+    with FakeOts(password="chosen-in-the-ui") as ots:
         r = admin(tmp, ots)
         assert r.returncode == 0 and ots.changes == 0 and ots.password == "chosen-in-the-ui", r.stdout
-    finally:
-        ots.shutdown()
 
 
 def test_admin_secret_ots_would_refuse_fails(tmp):
-    ots = FakeOts()
-    try:
+    with FakeOts() as ots:
         for bad in ("short", "has:colon-inside", "password"):
             r = admin(tmp, ots, bad)
-            assert r.returncode not in (0, 1) or "not a password" in r.stderr, r.stderr
-            assert "not a password" in r.stderr, r.stderr
+            assert r.returncode not in (0, 1) and "not a password" in r.stderr, (r.returncode, r.stderr)
         assert ots.changes == 0
-    finally:
-        ots.shutdown()
 
 
 def backup(tmp, fail=False):
