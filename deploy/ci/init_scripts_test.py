@@ -197,8 +197,8 @@ def test_listening_sees_a_listener_and_not_a_closed_port(tmp):
 
 
 class FakeOts(http.server.ThreadingHTTPServer):
-    """OTS's login and password change as Flask-Security answers them (JSON, session cookie,
-    CSRF token in X-XSRF-Token), on 127.0.0.1:0."""
+    """OTS's login (Flask-Security: JSON, session cookie, CSRF token) and its administrator
+    password reset (/api/user/password/reset) as OTS 1.7.14 answers them, on 127.0.0.1:0."""
 
     def __init__(self, password="password", healthy=True, honour_change=True):
         self.password, self.healthy, self.honour_change = password, healthy, honour_change
@@ -239,16 +239,16 @@ class FakeOtsHandler(http.server.BaseHTTPRequestHandler):
                 srv.sessions[sid] = token
                 return self.answer(200, {"response": {"csrf_token": token}}, cookie=sid)
             return self.answer(400, {"response": {"errors": ["invalid"]}})
-        if self.path == "/api/password/change":
+        if self.path == "/api/user/password/reset":
             sid = (self.headers.get("Cookie") or "").removeprefix("session=")
-            if srv.sessions.get(sid) is None or self.headers.get("X-XSRF-Token") != srv.sessions[sid]:
-                return self.answer(400, {"response": {"errors": ["The CSRF token is missing."]}})
-            if body.get("password") != srv.password or body.get("new_password") != body.get("new_password_confirm"):
-                return self.answer(400, {"response": {"errors": ["invalid"]}})
+            if srv.sessions.get(sid) is None:
+                return self.answer(401, {"response": {"errors": ["You must sign in"]}})
+            if body.get("username") != "administrator" or len(body.get("new_password", "")) < 8:
+                return self.answer(400, {"success": False, "error": "invalid"})
             srv.changes += 1
             if srv.honour_change:
                 srv.password = body["new_password"]
-            return self.answer(200, {"response": {}})
+            return self.answer(200, {"success": True})
         return self.answer(404, {})
 
     def log_message(self, *a):

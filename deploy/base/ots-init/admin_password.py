@@ -5,9 +5,11 @@ no user has the administrator role). This probe, run in the OTS image against th
 pod's loopback, succeeds only once that password no longer opens the account:
 
 1. the API must answer /api/health (else: not started yet, exit 1);
-2. if `administrator`/`password` logs in, the password is changed, through OTS's own
-   Flask-Security endpoint (/api/password/change), to the one in Secret ots-secrets (key
-   admin-password, mounted as a file: the password is never on a command line or in a log);
+2. if `administrator`/`password` logs in, that session sets the password, through OTS's own
+   administrator endpoint /api/user/password/reset (OTS commits it and sends no e-mail, unlike
+   Flask-Security's /api/password/change, which would try to mail a change notice through an
+   SMTP server this pod does not have), to the one in Secret ots-secrets (key admin-password,
+   mounted as a file: the password is never on a command line or in a log);
 3. exit 0 only if `administrator`/`password` is then refused.
 
 Until it succeeds the container is not started, so the pod is never Ready (takgate gets no
@@ -75,8 +77,8 @@ def main(argv):
         if default is not None:
             opener, token = default
             status, body = call(
-                opener, api + "/api/password/change",
-                {"password": DEFAULT, "new_password": new, "new_password_confirm": new},
+                opener, api + "/api/user/password/reset",
+                {"username": USER, "new_password": new},
                 {"X-XSRF-Token": token},
             )
             # Status only: the answer could echo form fields.
