@@ -10,8 +10,9 @@ opentakserver Deployment, and checks that they agree with each other and with th
 - the listeners' ports are exactly the container's declared ports (admin included);
 - shutdown.grace is shorter than terminationGracePeriodSeconds;
 - reoriginate listeners: the upstream port is the containerPort of the pod's `eud_handler --ssl`
-  container and OTS_SSL_STREAMING_PORT of ConfigMap ots-settings (config.yml wins over the
-  environment, so that is the port OTS binds), no Service routes to it; the signer key, signer
+  container and the --bind-port it is started with (ots-init/eud_handler_ssl.py), no Service
+  routes to it; OTS_SSL_STREAMING_PORT of ConfigMap ots-settings (what OTS writes into client
+  packages and QR codes) is a port a NodePort or LoadBalancer Service exposes the listener on; the signer key, signer
   certificate and CA are under a read-only volumeMount of the takgate container (OTS's data
   folder), the key's password comes from a Secret (a file on a Secret volume mounted into the
   takgate container alone, or an env secretKeyRef), never a literal; the container whose CA key
@@ -403,13 +404,34 @@ def reoriginate_checks(docs, pod, container, conf, data_folder):
                          f"from the volume takgate reads OTS's files from ({sorted(mine)})")
                 else:
                     ok(f"{name}: {owner['name']} and takgate share OTS's data folder (volume {m['name']})")
+        # What eud_handler --ssl binds: --bind-port of ots-init/eud_handler_ssl.py, not
+        # OTS_SSL_STREAMING_PORT, which is the port devices are told (client packages, QR codes).
+        binds = [
+            int(m.group(1)) for c in owners
+            for m in [re.search(r"--bind-port=(\d+)", " ".join(c.get("command", []) + c.get("args", [])))] if m
+        ]
+        if binds != [port]:
+            fail(f"{name}: upstream port {port} is not what eud_handler --ssl binds (--bind-port {binds})")
+        else:
+            ok(f"{name}: upstream port == eud_handler --ssl's --bind-port {port}")
         ots_port = settings.get("OTS_SSL_STREAMING_PORT")
+        listen_port = int(s["listen"].rsplit(":", 1)[1])
+        names = {p.get("name") for p in container.get("ports", []) if p["containerPort"] == listen_port}
+        client_ports = sorted(
+            (p.get("nodePort") if svc["spec"].get("type") == "NodePort" else p["port"])
+            for svc in docs if svc["kind"] == "Service" and svc["spec"].get("type") in ("NodePort", "LoadBalancer")
+            for p in svc["spec"].get("ports", [])
+            if p.get("targetPort", p["port"]) in names | {listen_port}
+        )
         if ots_port is None:
             fail(f"{name}: ConfigMap ots-settings has no OTS_SSL_STREAMING_PORT")
-        elif int(ots_port) != port:
-            fail(f"{name}: upstream port {port} != OTS_SSL_STREAMING_PORT {ots_port} (what OTS binds)")
+        elif int(ots_port) == port:
+            fail(f"{name}: OTS_SSL_STREAMING_PORT {ots_port} is eud_handler's pod-internal port, not one devices reach")
+        elif int(ots_port) not in client_ports:
+            fail(f"{name}: OTS_SSL_STREAMING_PORT {ots_port} (written into client packages) is not a port "
+                 f"devices reach this listener on ({client_ports})")
         else:
-            ok(f"{name}: upstream port == OTS_SSL_STREAMING_PORT {ots_port}")
+            ok(f"{name}: OTS_SSL_STREAMING_PORT {ots_port} is a port devices reach it on ({client_ports})")
         for svc in (d for d in docs if d["kind"] == "Service"):
             for p in svc["spec"].get("ports", []):
                 tp = p.get("targetPort", p["port"])
@@ -914,8 +936,10 @@ def probe_port(port, decl, kind, item, bound, pki, sinks_by_listener):
         elif kind == "http":
             tls = item.get("tls")
             if item.get("profile") == "redirect":
-                st = http_get(addr, "/x")
-                (ok if st == 301 else fail)(f"{name}: GET /x -> {st} (redirect)")
+                # Nothing is served in plain HTTP: /Marti and the login API only redirect.
+                for path in ("/Marti/api/version", "/api/login"):
+                    st = http_get(addr, path)
+                    (ok if st == 301 else fail)(f"{name}: GET {path} -> {st} (redirect)")
                 return
             path = "/Marti/api/version" if item.get("profile") in ("marti",) else "/api/health"
             if item.get("profile") == "enroll":

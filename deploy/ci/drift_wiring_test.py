@@ -95,6 +95,15 @@ def set_settings(docs):
     settings(docs)["data"]["OTS_SSL_STREAMING_PORT"] = "8089"
 
 
+def advertise_internal(docs):
+    settings(docs)["data"]["OTS_SSL_STREAMING_PORT"] = "18089"
+
+
+def bind_other(docs):
+    c = ssl_handler(docs)
+    c["command"] = [w.replace("--bind-port=18089", "--bind-port=18090") for w in c["command"]]
+
+
 def share_secret(docs):
     container(docs, "eud-handler")["volumeMounts"].append(
         {"name": "takgate-secrets", "mountPath": "/run/secrets/x", "readOnly": True}
@@ -175,7 +184,9 @@ def tcp_unprobed(docs):
 
 CASES = [
     ("upstream is not eud_handler --ssl's containerPort", set_port, "is not the containerPort"),
-    ("OTS binds another port", set_settings, "OTS_SSL_STREAMING_PORT"),
+    ("OTS advertises a port no Service exposes the listener on", set_settings, "is not a port devices reach"),
+    ("OTS advertises eud_handler's pod-internal port", advertise_internal, "pod-internal port"),
+    ("eud_handler --ssl binds another port than takgate's upstream", bind_other, "is not what eud_handler --ssl binds"),
     ("password file not mounted", drop_mount("takgate", "/run/secrets/takgate"), "not on a Secret volume"),
     ("password Secret shared with OTS", share_secret, "also mounted into"),
     ("a Service routes to eud_handler --ssl", expose, "routes to eud_handler --ssl"),

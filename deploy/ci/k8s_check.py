@@ -147,17 +147,25 @@ def check_crd(obj, models):
 # ---------------------------------------------------------------- 3. per object
 
 
-def pod_spec(obj):
+def pod_template(obj):
     if obj["kind"] in WORKLOADS:
-        return obj["spec"]["template"]["spec"]
+        return obj["spec"]["template"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]
+    return None
+
+
+def pod_spec(obj):
+    if pod_template(obj) is not None:
+        return pod_template(obj)["spec"]
     if obj["kind"] == "Pod":
         return obj["spec"]
     return None
 
 
 def template_labels(obj):
-    if obj["kind"] in WORKLOADS:
-        return obj["spec"]["template"].get("metadata", {}).get("labels", {}) or {}
+    if pod_template(obj) is not None:
+        return pod_template(obj).get("metadata", {}).get("labels", {}) or {}
     return obj.get("metadata", {}).get("labels", {}) or {}
 
 

@@ -39,9 +39,11 @@ INT_KEYS = (
     "OTS_TCP_STREAMING_PORT",
     "OTS_SSL_STREAMING_PORT",
     "OTS_MARTI_HTTPS_PORT",
-    "OTS_CERTIFICATE_ENROLLMENT_PORT",
 )
 STR_KEYS = ("OTS_RABBITMQ_SERVER_ADDRESS", "OTS_LISTENER_ADDRESS")
+# OTS_MEDIAMTX_ENABLE: OTS's default is on, and then its API talks to a MediaMTX this pod does
+# not run; off unless a MediaMTX is deployed beside it.
+BOOL_KEYS = ("OTS_MEDIAMTX_ENABLE",)
 
 
 def need_env(name):
@@ -79,6 +81,11 @@ def managed(secrets_dir):
         )
     for key in STR_KEYS:
         conf[key] = need_env(key)
+    for key in BOOL_KEYS:
+        raw = need_env(key).lower()
+        if raw not in ("true", "false"):
+            sys.exit(f"write_config: {key}={raw!r} is not true or false")
+        conf[key] = raw == "true"
     for key in INT_KEYS:
         raw = need_env(key)
         try:
