@@ -74,14 +74,7 @@ const METHODS: [&str; 8] = [
 /// The status class labels, in [`status_index`]'s order.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// The route classes, in [`route_index`]'s order.
-const ROUTES: [RouteClass; 6] = [
-    RouteClass::Static,
-    RouteClass::Api,
-    RouteClass::Marti,
-    RouteClass::SocketIo,
-    RouteClass::WebSocket,
-    RouteClass::Other,
-];
+const ROUTES: [RouteClass; 6] = RouteClass::ALL;
 
 /// Folds a method to a bounded label.
 pub fn method_label(m: &http::Method) -> &'static str {
@@ -383,5 +376,52 @@ impl ListenerMetrics {
     /// A failed request (rare: looked up each time).
     pub fn proxy_error(&self, route: RouteClass, kind: ErrorKind) {
         self.metrics.proxy_error(&self.listener, route, kind);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request is recorded under the labels it always had, whichever slot of the table holds
+    /// its series.
+    #[test]
+    fn a_request_is_recorded_under_its_labels() {
+        let registry = Registry::new();
+        let metrics = HttpMetrics::register(&registry).unwrap();
+        let listener = metrics.listener("web");
+        for route in RouteClass::ALL {
+            for (method, status) in [
+                (http::Method::GET, http::StatusCode::OK),
+                (
+                    http::Method::from_bytes(b"PROPFIND").unwrap(),
+                    http::StatusCode::NOT_FOUND,
+                ),
+                (http::Method::OPTIONS, http::StatusCode::BAD_GATEWAY),
+            ] {
+                listener.request_done(route, &method, status, 0.001);
+                listener.request_done(route, &method, status, 0.001);
+                let labels = [
+                    "web",
+                    route.as_str(),
+                    method_label(&method),
+                    status_class(status),
+                ];
+                assert_eq!(metrics.requests.with_label_values(&labels).get(), 2);
+                assert_eq!(
+                    metrics
+                        .duration
+                        .with_label_values(&labels)
+                        .get_sample_count(),
+                    2
+                );
+            }
+            listener.upstream_ttfb(route, 0.002);
+            let ttfb = metrics
+                .upstream_ttfb
+                .with_label_values(&["web", route.as_str()]);
+            assert_eq!(ttfb.get_sample_count(), 1);
+        }
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
     }
 }
