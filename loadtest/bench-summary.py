@@ -3,12 +3,14 @@
 
     bench-summary.py OUT [--publish ROOT]
 
-Reads OUT/runs/WORKLOAD/TARGET-RUN.json (loadtest reports), OUT/meta.json, OUT/api-rate.json,
-OUT/takgate-start.json and OUT/nginx-start.json. Takes the median of every figure over the
-runs, per workload and target; compares takgate with nginx and both with direct; checks the
-figures against issue 6's bar (and issue 11's, for the reorig-* workloads). Writes OUT/summary.json, OUT/plots/WORKLOAD.svg (latency by
-percentile, HdrHistogram style: direct, nginx and takgate on one chart, the median run bold and
-the others faint) and OUT/summary.md, and prints the Markdown. With --publish, also writes
+Reads OUT/runs/WORKLOAD/TARGET-RUN.json (loadtest reports), OUT/meta.json, OUT/api-rate.json
+and OUT/TARGET-start.json. Takes the median of every figure over the runs, per workload and
+target; compares takgate (both builds) with the reference, nginx tuned (nginx-tuned; OTS's
+installer's nginx when the tuned one is not in the run), and with OTS's installer's nginx, and
+every target with direct; checks the figures against issue 15's bar (and issues 6's and 11's).
+Writes OUT/summary.json, OUT/plots/WORKLOAD.svg (latency by percentile, HdrHistogram style:
+every target on one chart, the median run bold and the others faint) and OUT/summary.md, and
+prints the Markdown. With --publish, also writes
 ROOT/BENCHMARKS.md and copies the plots and summary.json to ROOT/docs/bench/.
 
 Python 3 standard library only: the plots are SVG written directly.
@@ -22,8 +24,13 @@ import statistics
 import sys
 from xml.sax.saxutils import escape
 
-TARGETS = ("direct", "nginx", "takgate")
-COLORS = {"direct": "#6e7781", "nginx": "#1a7f37", "takgate": "#0969da"}
+TARGETS = ("direct", "nginx-tuned", "nginx", "takgate", "takgate-musl")
+COLORS = {"direct": "#6e7781", "nginx-tuned": "#bc4c00", "nginx": "#1a7f37", "takgate": "#0969da",
+          "takgate-musl": "#8250df"}
+# What the targets are, in the tables' headers.
+HEADS = {"direct": "direct", "nginx-tuned": "nginx tuned", "nginx": "nginx (OTS)",
+         "takgate": "takgate", "takgate-musl": "takgate musl"}
+PROXIES = ("nginx-tuned", "nginx", "takgate", "takgate-musl")
 
 # Workload: what it does, its throughput figure (label, report path), and the latency it plots.
 WORKLOADS = {
@@ -33,7 +40,7 @@ WORKLOADS = {
                   ("MB/s", "bytes.received_mb_per_s"), "latency"),
     "api-max": ("GET /api/health proxied to a small JSON answer, 16 connections, as fast as it goes",
                 ("req/s", "ops.received_per_s"), "latency"),
-    "api-rate": ("GET /api/health at a fixed rate: half of nginx's api-max",
+    "api-rate": ("GET /api/health at a fixed rate: half of the reference nginx's api-max",
                  ("req/s", "ops.received_per_s"), "latency"),
     "ws-relay": ("50 WebSockets on /socket.io, 1 KB messages echoed by the upstream, 4 in flight each",
                  ("msg/s", "ops.received_per_s"), "latency"),
@@ -62,7 +69,11 @@ FIXED_RATE = ("api-rate", "cot-latency-2000", "cot-latency-2000-limits")
 
 # Issue 6's bar.
 ADDED_P99_MAX_MS = 1.0
-KIB_PER_IDLE_CONN_MAX = 32
+# Issue 15's: RSS per idle mTLS connection (issue 6 had 32 KiB).
+KIB_PER_IDLE_CONN_MAX = 20
+# Issue 15's: takgate over the reference nginx (tuned), throughput medians.
+OVER_REF_MIN = {"static-2k": 1.2, "static-1m": 1.0, "api-max": 1.2, "ws-relay": 1.2,
+                "cot-relay-1k": 1.2, "cot-relay-1k-bytes": 1.2}
 START_TO_READY_MAX_MS = 50
 IDLE_RSS_MAX_KB = 15e6 / 1024  # 15 MB
 # Issue 13: the limits cost nothing measurable: takgate with them on keeps this share of its
@@ -137,14 +148,31 @@ def summarise(runs):
                 "errors": sum(r.get("errors_total", 0) for r in reports),
                 "latency": lat,
             }
-        d, n, t = (summary[workload].get(x) for x in TARGETS)
-        if t and n and t["value"] and n["value"]:
-            summary[workload]["takgate_over_nginx"] = t["value"] / n["value"]
-        for name, x in (("nginx", n), ("takgate", t)):
+        s = summary[workload]
+        ratios = {}
+        for num_t, den_t in RATIOS:
+            a, b = s.get(num_t), s.get(den_t)
+            if a and b and a["value"] and b["value"]:
+                ratios[f"{num_t}/{den_t}"] = a["value"] / b["value"]
+        s["ratios"] = ratios
+        d = s.get("direct")
+        for name in PROXIES:
+            x = s.get(name)
             if x and d and x["p99_ms"] is not None and d["p99_ms"] is not None:
                 x["p99_added_ms"] = x["p99_ms"] - d["p99_ms"]
                 x["p50_added_ms"] = x["p50_ms"] - d["p50_ms"]
     return summary
+
+
+def reference(summary):
+    """The nginx every ratio and the bar compare with: tuned when it ran."""
+    return "nginx-tuned" if any("nginx-tuned" in s for s in summary.values()) else "nginx"
+
+
+# The throughput ratios reported: takgate over tuned nginx (the reference), over OTS's nginx,
+# the shipped musl build over the reference, and the musl build over the glibc one.
+RATIOS = (("takgate", "nginx-tuned"), ("takgate", "nginx"), ("takgate-musl", "nginx-tuned"),
+          ("takgate-musl", "takgate"))
 
 
 # --- numbers ----------------------------------------------------------------------------------
@@ -275,7 +303,7 @@ def plot(title, subtitle, series):
                        f'stroke="{COLORS[target]}" stroke-width="2.2"/>')
             m = series[target][2]
             out.append(f'<text x="{lx + 28}" y="{ly}">{target}</text>')
-            out.append(f'<text x="{lx + 90}" y="{ly}" fill="#57606a">p50 {num(m["p50_ms"])} ms, '
+            out.append(f'<text x="{lx + 120}" y="{ly}" fill="#57606a">p50 {num(m["p50_ms"])} ms, '
                        f'p99 {num(m["p99_ms"])} ms (bold run)</text>')
             ly += 18
     out.append("</svg>")
@@ -314,8 +342,9 @@ def write_plots(out, runs, summary, api_rate):
 
 # --- bar --------------------------------------------------------------------------------------
 
-def checks(summary, start):
+def checks(summary, starts):
     rows = []
+    ref = reference(summary)
 
     def fig(w, t, key):
         return (summary.get(w, {}).get(t) or {}).get(key)
@@ -324,15 +353,22 @@ def checks(summary, start):
                      ("api-max", "/api proxy req/s"), ("ws-relay", "WebSocket relay msg/s"),
                      ("cot-relay-1k", "CoT relay msg/s (1 KB), framed and checked"),
                      ("cot-relay-1k-bytes", "CoT relay msg/s (1 KB), bytes only as nginx")):
-        t, n = fig(w, "takgate", "value"), fig(w, "nginx", "value")
-        ok = None if t is None or n is None else t >= n
-        rows.append((f"takgate ≥ nginx: {label}", "–" if n is None else f"≥ {num(n)}", num(t), ok))
+        t, n = fig(w, "takgate", "value"), fig(w, ref, "value")
+        need = OVER_REF_MIN[w] if ref == "nginx-tuned" else 1.0
+        ok = None if t is None or n is None else t >= need * n
+        got = num(t) if t is None or not n else f"{num(t)} ({t / n:.2f}×)"
+        rows.append((f"takgate ≥ {need:.1f}× {HEADS[ref]}: {label}",
+                     "–" if n is None else f"≥ {num(need * n)}", got, ok))
+    t, g = fig("api-max", "takgate-musl", "value"), fig("api-max", "takgate", "value")
+    rows.append(("shipped musl build ≥ glibc build: /api proxy req/s", "–" if g is None else f"≥ {num(g)}",
+                 num(t) if t is None or not g else f"{num(t)} ({t / g:.2f}×)",
+                 None if t is None or g is None else t >= g))
     for w in FIXED_RATE:
-        t, n = fig(w, "takgate", "p99_added_ms"), fig(w, "nginx", "p99_added_ms")
+        t, n = fig(w, "takgate", "p99_added_ms"), fig(w, ref, "p99_added_ms")
         ok = None if t is None or n is None else t <= n
-        rows.append((f"p99 added over direct ≤ nginx's: {w}", "–" if n is None else f"≤ {added_ms(n)}",
+        rows.append((f"p99 added over direct ≤ {HEADS[ref]}'s: {w}", "–" if n is None else f"≤ {added_ms(n)}",
                      added_ms(t), ok))
-    for w, label in (("api-rate", "/api proxy at half of nginx's maximum rate"),
+    for w, label in (("api-rate", f"/api proxy at half of {HEADS[ref]}'s maximum rate"),
                      ("cot-latency-2000", "CoT, 2,000 clients × 1 event/s")):
         t = fig(w, "takgate", "p99_added_ms")
         rows.append((f"p99 added over direct ≤ 1 ms: {label}", f"≤ {ADDED_P99_MAX_MS:.3f} ms",
@@ -343,13 +379,15 @@ def checks(summary, start):
     rows.append((f"RSS per idle mTLS connection ({num(held)} held)", f"≤ {KIB_PER_IDLE_CONN_MAX} KiB",
                  num(k, "KiB"), None if k is None else k <= KIB_PER_IDLE_CONN_MAX))
     rows += limits_checks(fig) if "cot-relay-1k-limits" in summary else []
-    rows += reorig_checks(fig) if any(w.startswith("reorig-") for w in summary) else []
-    s = (start or {}).get("start_to_ready_ms")
+    rows += reorig_checks(fig, ref) if any(w.startswith("reorig-") for w in summary) else []
+    start = starts.get("takgate") or {}
+    s = start.get("start_to_ready_ms")
     rows.append(("takgate start to ready", f"≤ {START_TO_READY_MAX_MS} ms", num(s, "ms"),
                  None if s is None else s <= START_TO_READY_MAX_MS))
-    rss = (start or {}).get("idle_rss_kb")
-    rows.append(("takgate idle RSS", "≤ 15 MB", "–" if rss is None else f"{rss * 1024 / 1e6:.1f} MB",
-                 None if rss is None else rss <= IDLE_RSS_MAX_KB))
+    for t in ("takgate", "takgate-musl"):
+        rss = (starts.get(t) or {}).get("idle_rss_kb")
+        rows.append((f"{HEADS[t]} idle RSS", "≤ 15 MB", "–" if rss is None else f"{rss * 1024 / 1e6:.1f} MB",
+                     None if rss is None else rss <= IDLE_RSS_MAX_KB))
     return rows
 
 
@@ -381,7 +419,7 @@ def limits_checks(fig):
     return rows
 
 
-def reorig_checks(fig):
+def reorig_checks(fig, ref):
     """Issue 11's bar: takgate's reoriginate mode in front of OTS's TLS CoT port."""
     rows = []
     t = fig("reorig-latency-2000", "takgate", "p99_added_ms")
@@ -393,23 +431,27 @@ def reorig_checks(fig):
     rows.append((f"reoriginate: RSS per idle session, client + upstream TLS ({num(held)} held)",
                  f"≤ {REORIG_KIB_PER_IDLE_SESSION_MAX} KiB", num(k, "KiB"),
                  None if k is None else k <= REORIG_KIB_PER_IDLE_SESSION_MAX))
-    t, n = fig("reorig-handshakes", "takgate", "value"), fig("reorig-handshakes", "nginx", "value")
-    rows.append(("reoriginate ≥ nginx stream passthrough: full handshakes/s",
+    t, n = fig("reorig-handshakes", "takgate", "value"), fig("reorig-handshakes", ref, "value")
+    rows.append((f"reoriginate ≥ {HEADS[ref]} stream passthrough: full handshakes/s",
                  "–" if n is None else f"≥ {num(n)}", num(t), None if t is None or n is None else t >= n))
     return rows
 
 
 # --- markdown ---------------------------------------------------------------------------------
 
-def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_rate):
+def markdown(out, meta, summary, runs, plots, plot_dir, starts, api_rate):
     meta = meta or {}
     m = meta.get("machine", {})
+    present = [t for t in TARGETS if any(t in s for s in summary.values())]
     L = []
     L.append("# Benchmarks")
     L.append("")
-    L.append("takgate against nginx (the Debian package, configured the way OpenTAK Server's installer "
-             "configures it) and against a direct connection to the upstream, on the same machine in "
-             "the same run. Generated by `loadtest/bench` (see [Method](#method)); every figure is the "
+    L.append("takgate (the glibc build, and the static musl build that ships) against nginx (the "
+             "Debian package) twice: tuned the way nginx's documentation recommends for a proxy "
+             "(*nginx tuned*: upstream keep-alive and the rest, the reference of every ratio), and "
+             "configured the way OpenTAK Server's installer configures it (*nginx (OTS)*); and "
+             "against a direct connection to the upstream; on the same machine in the same run. "
+             "Generated by `loadtest/bench` (see [Method](#method)); every figure is the "
              f"median of {meta.get('runs', '?')} runs.")
     L.append("")
     L.append(f"- **Date:** {meta.get('date', '?')}")
@@ -425,11 +467,11 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
     L.append("")
 
     reorig = any(w.startswith("reorig-") for w in summary)
-    L.append("## Bar (issues 6 and 11)" if reorig else "## Bar (issue 6)")
+    L.append("## Bar (issues 6, 11 and 15)" if reorig else "## Bar (issues 6 and 15)")
     L.append("")
     L.append("| check | bar | takgate | |")
     L.append("|---|---|---|---|")
-    for name, bar, got, ok in checks(summary, start):
+    for name, bar, got, ok in checks(summary, starts):
         if ok is None and got == "–":
             continue  # a workload (or target) this run left out
         L.append(f"| {name} | {bar} | {got} | {'–' if ok is None else ('✓' if ok else '✗')} |")
@@ -437,15 +479,20 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
 
     L.append("## Throughput")
     L.append("")
-    L.append("| workload | figure | direct | nginx | takgate | takgate / nginx | errors (d/n/t) |")
-    L.append("|---|---|---:|---:|---:|---:|---|")
+    ratio_cols = [r for r in RATIOS if r[0] in present and r[1] in present]
+    L.append("| workload | figure | " + " | ".join(HEADS[t] for t in present) + " | "
+             + "".join(f"{HEADS[a]} / {HEADS[b]} | " for a, b in ratio_cols) + "errors |")
+    L.append("|---|---|" + "---:|" * (len(present) + len(ratio_cols)) + "---|")
     for w in ordered(summary):
         s = summary[w]
         unit = next((s[t]["unit"] for t in TARGETS if t in s), "")
-        cells = [num((s.get(t) or {}).get("value")) for t in TARGETS]
-        ratio = s.get("takgate_over_nginx")
-        errs = "/".join(str((s.get(t) or {}).get("errors", "–")) for t in TARGETS)
-        L.append(f"| {w} | {unit} | " + " | ".join(cells) + f" | {'–' if ratio is None else f'{ratio:.2f}'} | {errs} |")
+        cells = [num((s.get(t) or {}).get("value")) for t in present]
+        ratios = [s.get("ratios", {}).get(f"{a}/{b}") for a, b in ratio_cols]
+        errs = "/".join(str((s.get(t) or {}).get("errors", "–")) for t in present)
+        L.append(f"| {w} | {unit} | " + " | ".join(cells) + " | "
+                 + "".join(("–" if r is None else f"{r:.2f}") + " | " for r in ratios) + errs + " |")
+    L.append("")
+    L.append("Errors are given per target, in the order of the columns.")
     L.append("")
 
     L.append("## Latency")
@@ -455,44 +502,50 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
              "cot-handshakes and reorig-handshakes, connection setup (TCP connect + TLS handshake). "
              "*Added* is the target's p99 minus direct's.")
     L.append("")
-    L.append("| workload | p50 direct | p50 nginx | p50 takgate | p99 direct | p99 nginx | p99 takgate "
-             "| p99 added: nginx | p99 added: takgate |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    proxies = [t for t in present if t != "direct"]
+    L.append("| workload | " + " | ".join(f"p50 {HEADS[t]}" for t in present) + " | "
+             + " | ".join(f"p99 {HEADS[t]}" for t in present) + " | "
+             + " | ".join(f"p99 added: {HEADS[t]}" for t in proxies) + " |")
+    L.append("|---|" + "---:|" * (2 * len(present) + len(proxies)))
     for w in ordered(summary):
         s = summary[w]
         if not WORKLOADS.get(w, ("", None, "latency"))[2]:
             continue
-        p50 = [num((s.get(t) or {}).get("p50_ms")) for t in TARGETS]
-        p99 = [num((s.get(t) or {}).get("p99_ms")) for t in TARGETS]
-        added = [signed_ms((s.get(t) or {}).get("p99_added_ms")) for t in ("nginx", "takgate")]
+        p50 = [num((s.get(t) or {}).get("p50_ms")) for t in present]
+        p99 = [num((s.get(t) or {}).get("p99_ms")) for t in present]
+        added = [signed_ms((s.get(t) or {}).get("p99_added_ms")) for t in proxies]
         L.append(f"| {w} | " + " | ".join(p50 + p99 + added) + " |")
     L.append("")
 
     L.append("## Connections and memory")
     L.append("")
-    L.append("| | direct | nginx | takgate |")
-    L.append("|---|---:|---:|---:|")
+    L.append("| | " + " | ".join(HEADS[t] for t in present) + " |")
+    L.append("|---|" + "---:|" * len(present))
+
+    def row(label, fig):
+        L.append(f"| {label} | " + " | ".join(fig(t) for t in present) + " |")
+
+    def mb(t):
+        r = (starts.get(t) or {}).get("idle_rss_kb")
+        return "–" if r is None else f"{r * 1024 / 1e6:.1f}"
+
     hs = summary.get("cot-handshakes", {})
-    L.append("| mTLS handshakes/s (2,000 connections, 64 at a time) | "
-             + " | ".join(num((hs.get(t) or {}).get("handshakes_per_s")) for t in TARGETS) + " |")
+    row("mTLS handshakes/s (2,000 connections, 64 at a time)",
+        lambda t: num((hs.get(t) or {}).get("handshakes_per_s")))
     idle = summary.get("cot-idle-10k", {})
-    L.append("| RSS per idle mTLS connection, KiB | "
-             + " | ".join(num((idle.get(t) or {}).get("kib_per_conn")) for t in TARGETS) + " |")
-    L.append("| idle connections held | "
-             + " | ".join(num((idle.get(t) or {}).get("connections_held")) for t in TARGETS) + " |")
-    s2r = (start or {}).get("start_to_ready_ms")
-    L.append(f"| start to ready, ms | – | – | {num(s2r)} |")
-    rss = [None, (nginx_start or {}).get("idle_rss_kb"), (start or {}).get("idle_rss_kb")]
-    L.append("| idle RSS, MB | " + " | ".join("–" if r is None else f"{r * 1024 / 1e6:.1f}" for r in rss) + " |")
+    row("RSS per idle mTLS connection, KiB", lambda t: num((idle.get(t) or {}).get("kib_per_conn")))
+    row("idle connections held", lambda t: num((idle.get(t) or {}).get("connections_held")))
+    row("start to ready, ms", lambda t: num((starts.get(t) or {}).get("start_to_ready_ms")))
+    row("idle RSS, MB", mb)
     if reorig:
-        hs = summary.get("reorig-handshakes", {})
-        L.append("| to OTS's TLS port: handshakes/s (2,000 connections, 64 at a time) | "
-                 + " | ".join(num((hs.get(t) or {}).get("handshakes_per_s")) for t in TARGETS) + " |")
-        idle = summary.get("reorig-idle-10k", {})
-        L.append("| to OTS's TLS port: RSS per idle session, KiB | "
-                 + " | ".join(num((idle.get(t) or {}).get("kib_per_conn")) for t in TARGETS) + " |")
-        L.append("| to OTS's TLS port: idle sessions held | "
-                 + " | ".join(num((idle.get(t) or {}).get("connections_held")) for t in TARGETS) + " |")
+        rhs = summary.get("reorig-handshakes", {})
+        row("to OTS's TLS port: handshakes/s (2,000 connections, 64 at a time)",
+            lambda t: num((rhs.get(t) or {}).get("handshakes_per_s")))
+        ridle = summary.get("reorig-idle-10k", {})
+        row("to OTS's TLS port: RSS per idle session, KiB",
+            lambda t: num((ridle.get(t) or {}).get("kib_per_conn")))
+        row("to OTS's TLS port: idle sessions held",
+            lambda t: num((ridle.get(t) or {}).get("connections_held")))
     L.append("")
     L.append("Direct's CoT figures are the upstream stand-in's own (a rustls echo server); nginx's "
              "RSS is its master and worker together.")
@@ -518,11 +571,19 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
 
     L.append("## Method")
     L.append("")
-    L.append("- Three targets: **direct** (the load generator straight to the upstream stand-in), "
-             "**nginx** (one worker; `http` proxy for `/api` and `/socket.io`, static files with "
-             "`sendfile`, `stream` with `ssl_verify_client on` for CoT over TLS, as OTS's installer "
-             "writes them) and **takgate** (a `web` listener and a `[[stream]]` listener terminating "
-             "mutual TLS).")
+    L.append("- Five targets: **direct** (the load generator straight to the upstream stand-in); "
+             "**nginx (OTS)** (one worker; `http` proxy for `/api` and `/socket.io` with a new "
+             "upstream connection per request, static files with `sendfile`, `stream` with "
+             "`ssl_verify_client on` for CoT over TLS, as OTS's installer writes them); **nginx "
+             "tuned**, the reference of every ratio (the same, plus what nginx's documentation "
+             "recommends for a proxy: an `upstream` block with `keepalive 64` and "
+             "`keepalive_requests 100000`, `proxy_http_version 1.1` and `proxy_set_header "
+             "Connection \"\"` for `/api`, `open_file_cache`, `tcp_nodelay`, `multi_accept on`, and "
+             "an `ssl_session_cache` in `stream`); **takgate** (a `web` listener and `[[stream]]` "
+             "listeners terminating mutual TLS; the glibc release build) and **takgate musl** (the "
+             "same source built for `x86_64-unknown-linux-musl` as `deploy/Dockerfile` builds the "
+             "shipped image). The nginx configurations are written by `loadtest/bench` "
+             "(`nginx_config`).")
     L.append("- Upstream stand-ins (`loadtest sink`): an HTTP + WebSocket echo for the OTS API and a "
              "CoT echo, behind nginx and takgate; they share one core with the load generator "
              "(`loadtest --threads 1`), and the server under test has the other core to itself "
@@ -530,7 +591,7 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
              "core: the same HTTP echo, and the CoT echo over mutual TLS.")
     L.append("- Every workload runs against every target once per run; runs alternate the order "
              "of the targets. api-max runs first, for every target and run; api-rate then runs at "
-             "half of nginx's median api-max.")
+             "half of nginx tuned's median api-max.")
     L.append("- takgate's start to ready: from exec to the first 200 from `/readyz` (every "
              "listener bound, the upstreams answering), polled every millisecond; median of 5 "
              "cold starts. Idle RSS: one second after ready, before any traffic.")
@@ -552,6 +613,31 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
     L.append("- At maximum rate (static, api-max, ws-relay, cot-relay-1k) latency is mostly "
              "queueing and follows throughput; the latency comparison that matters is at fixed "
              "rates (api-rate, cot-latency-2000).")
+    L.append("")
+    L.append("### Profiling")
+    L.append("")
+    L.append("Where takgate's time goes, in the release build with its symbols (the release "
+             "profile strips them; `CARGO_PROFILE_RELEASE_STRIP=none` and "
+             "`CARGO_PROFILE_RELEASE_DEBUG=line-tables-only` keep them without changing the code "
+             "generated):")
+    L.append("")
+    L.append("```sh")
+    L.append("CARGO_PROFILE_RELEASE_STRIP=none CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \\")
+    L.append("  cargo build --release -p takgate -p loadtest")
+    L.append("# CPU time by function, at load (run the bench's takgate config, or any):")
+    L.append("perf record --call-graph dwarf -p $(pidof takgate) -- sleep 5   # while loadtest runs")
+    L.append("perf report --no-children --percent-limit 1")
+    L.append("# Instructions per request, repeatable on a busy machine (callgrind counts, it does")
+    L.append("# not time): a fixed number of requests through takgate under valgrind")
+    L.append("valgrind --tool=callgrind --callgrind-out-file=cg.out target/release/takgate --config takgate.toml &")
+    L.append("target/release/loadtest http --url http://127.0.0.1:28080/api/health --rate 2000 -c 16 --duration 5s")
+    L.append("callgrind_annotate cg.out | head -40   # total Ir / requests = instructions per request")
+    L.append("# Syscalls per request")
+    L.append("strace -c -f -p $(pidof takgate)   # while loadtest runs; divide by its request count")
+    L.append("```")
+    L.append("")
+    L.append("Where `perf` has no hardware counters (a VM), `perf record` falls back to a "
+             "timer (`-e cpu-clock`); callgrind's counts do not depend on it.")
     L.append("")
     L.append("| workload | what | takgate's command line |")
     L.append("|---|---|---|")
@@ -582,17 +668,16 @@ def main():
     if not runs:
         sys.exit(f"bench-summary: no reports in {out}/runs")
     meta = load_json(os.path.join(out, "meta.json"))
-    start = load_json(os.path.join(out, "takgate-start.json"))
-    nginx_start = load_json(os.path.join(out, "nginx-start.json"))
+    starts = {t: load_json(os.path.join(out, f"{t}-start.json")) for t in TARGETS if t != "direct"}
     api_rate = load_json(os.path.join(out, "api-rate.json")) if "api-rate" in runs else None
     summary = summarise(runs)
     plots = write_plots(out, runs, summary, api_rate)
-    doc = {"meta": meta, "api_rate": api_rate, "takgate_start": start, "nginx_start": nginx_start,
+    doc = {"meta": meta, "api_rate": api_rate, "reference": reference(summary), "starts": starts,
            "workloads": summary,
-           "bar": [{"check": c, "bar": b, "takgate": g, "ok": ok} for c, b, g, ok in checks(summary, start)]}
+           "bar": [{"check": c, "bar": b, "takgate": g, "ok": ok} for c, b, g, ok in checks(summary, starts)]}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(doc, f, indent=2)
-    md = markdown(out, meta, summary, runs, plots, "plots", start, nginx_start, api_rate)
+    md = markdown(out, meta, summary, runs, plots, "plots", starts, api_rate)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(md)
     print(md)
@@ -603,7 +688,7 @@ def main():
             shutil.copy(os.path.join(out, "plots", name), os.path.join(dest, name))
         shutil.copy(os.path.join(out, "summary.json"), os.path.join(dest, "summary.json"))
         with open(os.path.join(a.publish, "BENCHMARKS.md"), "w") as f:
-            f.write(markdown(out, meta, summary, runs, plots, "docs/bench", start, nginx_start, api_rate))
+            f.write(markdown(out, meta, summary, runs, plots, "docs/bench", starts, api_rate))
         print(f"bench-summary: wrote {a.publish}/BENCHMARKS.md and {dest}/", file=sys.stderr)
 
 

@@ -4,8 +4,11 @@
 //! Every label comes from a closed set: listener names from the config, route classes, methods
 //! folded to the standard ones, status classes and error kinds.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::error::ErrorKind;
@@ -64,27 +67,55 @@ impl ConnectionError {
     }
 }
 
+/// The method labels, in [`method_index`]'s order.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+/// The status class labels, in [`status_index`]'s order.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// The route classes, in [`route_index`]'s order.
+const ROUTES: [RouteClass; 6] = RouteClass::ALL;
+
 /// Folds a method to a bounded label.
 pub fn method_label(m: &http::Method) -> &'static str {
+    METHODS[method_index(m)]
+}
+
+fn method_index(m: &http::Method) -> usize {
     match *m {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::PATCH => 4,
+        http::Method::DELETE => 5,
+        http::Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
 pub fn status_class(s: http::StatusCode) -> &'static str {
+    STATUS_CLASSES[status_index(s)]
+}
+
+fn status_index(s: http::StatusCode) -> usize {
     match s.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+fn route_index(r: RouteClass) -> usize {
+    match r {
+        RouteClass::Static => 0,
+        RouteClass::Api => 1,
+        RouteClass::Marti => 2,
+        RouteClass::SocketIo => 3,
+        RouteClass::WebSocket => 4,
+        RouteClass::Other => 5,
     }
 }
 
@@ -212,28 +243,17 @@ impl HttpMetrics {
         self.connections_open.with_label_values(&[listener]);
     }
 
-    pub fn request_done(
-        &self,
-        listener: &str,
-        route: RouteClass,
-        method: &http::Method,
-        status: http::StatusCode,
-        seconds: f64,
-    ) {
-        let labels = [
-            listener,
-            route.as_str(),
-            method_label(method),
-            status_class(status),
-        ];
-        self.requests.with_label_values(&labels).inc();
-        self.duration.with_label_values(&labels).observe(seconds);
-    }
-
-    pub fn upstream_ttfb(&self, listener: &str, route: RouteClass, seconds: f64) {
-        self.upstream_ttfb
-            .with_label_values(&[listener, route.as_str()])
-            .observe(seconds);
+    /// The per-request series of `listener`.
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            metrics: self.clone(),
+            listener: listener.to_owned(),
+            in_flight: self.in_flight.with_label_values(&[listener]),
+            requests: std::array::from_fn(|_| {
+                std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new()))
+            }),
+            upstream_ttfb: std::array::from_fn(|_| OnceLock::new()),
+        }
     }
 
     pub fn proxy_error(&self, listener: &str, route: RouteClass, kind: ErrorKind) {
@@ -245,10 +265,6 @@ impl HttpMetrics {
                 kind.as_str(),
             ])
             .inc();
-    }
-
-    pub fn in_flight(&self, listener: &str) -> IntGauge {
-        self.in_flight.with_label_values(&[listener])
     }
 
     pub fn connections_open(&self, listener: &str) -> IntGauge {
@@ -292,5 +308,120 @@ impl HttpMetrics {
         self.tls_reloads
             .with_label_values(&[listener, if ok { "ok" } else { "error" }])
             .inc();
+    }
+}
+
+/// One (route, method, status class)'s request counter and duration histogram.
+type RequestSeries = (IntCounter, Histogram);
+
+/// One listener's per-request series. Each is looked up in its vector (label hashing, a map
+/// under a lock) the first time a request needs it and kept, so that recording a request is a
+/// few atomic adds; a series appears in the exposition once a request has used it, as before.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    metrics: HttpMetrics,
+    listener: String,
+    in_flight: IntGauge,
+    /// Requests and their durations, by route class, method and status class.
+    requests: [[[OnceLock<RequestSeries>; STATUS_CLASSES.len()]; METHODS.len()]; ROUTES.len()],
+    upstream_ttfb: [OnceLock<Histogram>; ROUTES.len()],
+}
+
+// === impl ListenerMetrics ===
+
+impl ListenerMetrics {
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.in_flight
+    }
+
+    pub fn request_done(
+        &self,
+        route: RouteClass,
+        method: &http::Method,
+        status: http::StatusCode,
+        seconds: f64,
+    ) {
+        let (r, m, s) = (
+            route_index(route),
+            method_index(method),
+            status_index(status),
+        );
+        let (requests, duration) = self.requests[r][m][s].get_or_init(|| {
+            let labels = [
+                &*self.listener,
+                ROUTES[r].as_str(),
+                METHODS[m],
+                STATUS_CLASSES[s],
+            ];
+            (
+                self.metrics.requests.with_label_values(&labels),
+                self.metrics.duration.with_label_values(&labels),
+            )
+        });
+        requests.inc();
+        duration.observe(seconds);
+    }
+
+    pub fn upstream_ttfb(&self, route: RouteClass, seconds: f64) {
+        let r = route_index(route);
+        self.upstream_ttfb[r]
+            .get_or_init(|| {
+                self.metrics
+                    .upstream_ttfb
+                    .with_label_values(&[&*self.listener, ROUTES[r].as_str()])
+            })
+            .observe(seconds);
+    }
+
+    /// A failed request (rare: looked up each time).
+    pub fn proxy_error(&self, route: RouteClass, kind: ErrorKind) {
+        self.metrics.proxy_error(&self.listener, route, kind);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request is recorded under the labels it always had, whichever slot of the table holds
+    /// its series.
+    #[test]
+    fn a_request_is_recorded_under_its_labels() {
+        let registry = Registry::new();
+        let metrics = HttpMetrics::register(&registry).unwrap();
+        let listener = metrics.listener("web");
+        for route in RouteClass::ALL {
+            for (method, status) in [
+                (http::Method::GET, http::StatusCode::OK),
+                (
+                    http::Method::from_bytes(b"PROPFIND").unwrap(),
+                    http::StatusCode::NOT_FOUND,
+                ),
+                (http::Method::OPTIONS, http::StatusCode::BAD_GATEWAY),
+            ] {
+                listener.request_done(route, &method, status, 0.001);
+                listener.request_done(route, &method, status, 0.001);
+                let labels = [
+                    "web",
+                    route.as_str(),
+                    method_label(&method),
+                    status_class(status),
+                ];
+                assert_eq!(metrics.requests.with_label_values(&labels).get(), 2);
+                assert_eq!(
+                    metrics
+                        .duration
+                        .with_label_values(&labels)
+                        .get_sample_count(),
+                    2
+                );
+            }
+            listener.upstream_ttfb(route, 0.002);
+            let ttfb = metrics
+                .upstream_ttfb
+                .with_label_values(&["web", route.as_str()]);
+            assert_eq!(ttfb.get_sample_count(), 1);
+        }
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
     }
 }

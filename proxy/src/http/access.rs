@@ -17,7 +17,7 @@ use crate::error::ErrorKind;
 use crate::http::body::{Body, BoxError};
 use crate::http::forward;
 use crate::http::router::RouteClass;
-use crate::metrics::HttpMetrics;
+use crate::metrics::ListenerMetrics;
 use cot::listener::GaugeGuard;
 
 /// What is known about a request when its response head is ready.
@@ -32,7 +32,7 @@ pub struct RequestRecord {
     pub start: Instant,
     pub upstream_time: Option<Duration>,
     pub access_log: bool,
-    pub metrics: HttpMetrics,
+    pub metrics: Arc<ListenerMetrics>,
     pub in_flight: GaugeGuard,
 }
 
@@ -116,7 +116,7 @@ impl Logged {
         } else {
             ErrorKind::UpstreamProtocol
         };
-        r.metrics.proxy_error(&r.listener, r.route, kind);
+        r.metrics.proxy_error(r.route, kind);
     }
 
     fn finish(&mut self) {
@@ -124,13 +124,8 @@ impl Logged {
             return;
         };
         let elapsed = r.start.elapsed();
-        r.metrics.request_done(
-            &r.listener,
-            r.route,
-            &r.method,
-            r.status,
-            elapsed.as_secs_f64(),
-        );
+        r.metrics
+            .request_done(r.route, &r.method, r.status, elapsed.as_secs_f64());
         if r.access_log {
             let upstream_ms = r.upstream_time.map(|d| d.as_secs_f64() * 1000.0);
             tracing::info!(

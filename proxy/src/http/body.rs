@@ -36,7 +36,12 @@ pub fn empty() -> Body {
 pub struct IdleTimeout<B> {
     inner: B,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// When the last frame came (or the body was made).
+    last: Instant,
+    /// Made the first time the inner body has nothing ready, and moved only then: a body whose
+    /// frames are ready when asked for (most responses arrive with their head) never touches
+    /// the timer wheel, and a streaming one re-arms once per wait, not once per frame.
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 /// The error an [`IdleTimeout`] body yields when a frame is late.
@@ -49,7 +54,8 @@ impl<B> IdleTimeout<B> {
         Self {
             inner,
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            last: Instant::now(),
+            sleep: None,
         }
     }
 }
@@ -69,14 +75,22 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.timeout;
-                this.sleep.as_mut().reset(deadline);
+                this.last = Instant::now();
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(IdleTimedOut(this.timeout).into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let deadline = this.last + this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(IdleTimedOut(this.timeout).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -20,6 +20,16 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    /// Every class, in declaration order.
+    pub const ALL: [Self; 6] = [
+        Self::Static,
+        Self::Api,
+        Self::Marti,
+        Self::SocketIo,
+        Self::WebSocket,
+        Self::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteClass::Static => "static",

@@ -33,7 +33,7 @@ use crate::http::path;
 use crate::http::router::{Action, ProxyRoute, RouteClass, Router};
 use crate::http::static_files::StaticFiles;
 use crate::http::upgrade;
-use crate::metrics::HttpMetrics;
+use crate::metrics::{HttpMetrics, ListenerMetrics};
 use cot::listener::Drain;
 use cot::listener::GaugeGuard;
 
@@ -47,6 +47,8 @@ pub struct HttpService {
     cors: CorsPolicy,
     forwarder: Arc<Forwarder>,
     metrics: HttpMetrics,
+    /// This listener's per-request series, resolved once.
+    requests: Arc<ListenerMetrics>,
     drain: Drain,
     panics: Panics,
     max_body: u64,
@@ -143,6 +145,7 @@ impl HttpService {
             files: StaticFiles::new(&config.ui_root, false, cache),
             cors: CorsPolicy::new(&config.cors),
             forwarder,
+            requests: Arc::new(metrics.listener(&config.name)),
             metrics,
             drain,
             panics,
@@ -185,9 +188,14 @@ impl HttpService {
         req: Request<B>,
     ) -> Result<Response<Body>, Infallible> {
         let start = Instant::now();
-        let in_flight = GaugeGuard::new(self.metrics.in_flight(&self.name));
+        let in_flight = GaugeGuard::new(self.requests.in_flight().clone());
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // For the access log only: no copy when it is off.
+        let path = if self.access_log {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
         let answer = self.answer(&client, req).await;
         let record = RequestRecord {
             listener: self.name.clone(),
@@ -199,7 +207,7 @@ impl HttpService {
             start,
             upstream_time: answer.upstream_time,
             access_log: self.access_log,
-            metrics: self.metrics.clone(),
+            metrics: self.requests.clone(),
             in_flight,
         };
         Ok(answer
@@ -246,7 +254,7 @@ impl HttpService {
                 {
                     Ok(answer) => answer,
                     Err(e) => {
-                        self.metrics.proxy_error(&self.name, route, e.kind);
+                        self.requests.proxy_error(route, e.kind);
                         tracing::warn!(listener = %self.name, client = %client.peer, route = route.as_str(), error = %e, "request failed");
                         Answer::local(e.to_response(), route)
                     }
@@ -281,8 +289,8 @@ impl HttpService {
             self.forwarder
                 .upstream_request(route, client, &self.default_host, upgrade, req)?;
         let forwarded = self.forwarder.send(&route.upstream, req, &progress).await?;
-        self.metrics
-            .upstream_ttfb(&self.name, class, forwarded.ttfb.as_secs_f64());
+        self.requests
+            .upstream_ttfb(class, forwarded.ttfb.as_secs_f64());
         let mut resp = forwarded.response;
         forward::clean_response_headers(&mut resp);
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -324,7 +332,7 @@ impl HttpService {
             Action::Proxy(r) => r.class,
             _ => RouteClass::Static,
         };
-        self.metrics.proxy_error(&self.name, route, e.kind);
+        self.requests.proxy_error(route, e.kind);
         tracing::debug!(listener = %self.name, client = %client.peer, route = route.as_str(), error = %e, "request refused");
         let mut response = e.to_response();
         response

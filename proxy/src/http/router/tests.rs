@@ -420,14 +420,7 @@ fn display_lists_routes_longest_first() {
 
 #[test]
 fn route_class_labels_are_distinct() {
-    let all = [
-        RouteClass::Static,
-        RouteClass::Api,
-        RouteClass::Marti,
-        RouteClass::SocketIo,
-        RouteClass::WebSocket,
-        RouteClass::Other,
-    ];
+    let all = RouteClass::ALL;
     let labels: std::collections::HashSet<_> = all.iter().map(|c| c.as_str()).collect();
     assert_eq!(labels.len(), all.len());
 }
