@@ -12,7 +12,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use takgate_tests::certs::TestPki;
 use takgate_tests::client::{connection, get, send, send_tls, within, Got};
-use takgate_tests::proxy::{base_config, web_config, TestProxy};
+use takgate_tests::proxy::{base_config, tls_web_config, web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 
 fn decode(got: &Got) -> Vec<u8> {
@@ -405,16 +405,17 @@ async fn socketio_long_poll_answers_when_the_upstream_does() {
 }
 
 async fn tls_proxy(up: &FakeUpstream, pki: &TestPki, extra: &str) -> (TestProxy, SocketAddr) {
-    let proxy = TestProxy::start(&format!(
-        "{}\n[[http]]\nname = \"web-tls\"\nlisten = \"127.0.0.1:0\"\nprofile = \"web\"\n\
-         ui_root = \"/nonexistent-ui\"\n{extra}\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\n\
-         [[http]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprofile = \"web\"\n\
+    let config = format!(
+        "{}\n[[http]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprofile = \"web\"\n\
          ui_root = \"/nonexistent-ui\"\n",
-        base_config(&up.url()),
-        pki.server_cert.display(),
-        pki.server_key.display(),
-    ))
-    .await;
+        tls_web_config(
+            &up.url(),
+            pki,
+            std::path::Path::new("/nonexistent-ui"),
+            extra
+        ),
+    );
+    let proxy = TestProxy::start(&config).await;
     let addr = proxy.http("web-tls");
     (proxy, addr)
 }
