@@ -141,3 +141,19 @@ pub fn tls_web_config(
         pki.server_key.display(),
     )
 }
+
+/// A UI folder with `index.html` and a hashed JavaScript bundle of some 100 KB that compresses
+/// as real ones do (`/assets/index-AbC123.js`), and the bundle's bytes.
+pub fn ui_with_bundle() -> (tempfile::TempDir, Vec<u8>) {
+    let ui = tempfile::tempdir().expect("tempdir");
+    let write = |path: &str, bytes: &[u8]| {
+        std::fs::write(ui.path().join(path), bytes).expect("write UI file");
+    };
+    std::fs::create_dir_all(ui.path().join("assets")).expect("assets folder");
+    write("index.html", b"<!doctype html><div id=root></div>");
+    let js: String = (0..2000)
+        .map(|i| format!("export const marker{i} = L.marker([51.5, -0.12]);\n"))
+        .collect();
+    write("assets/index-AbC123.js", js.as_bytes());
+    (ui, js.into_bytes())
+}

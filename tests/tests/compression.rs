@@ -12,7 +12,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use takgate_tests::certs::TestPki;
 use takgate_tests::client::{connection, get, send, send_tls, within, Got};
-use takgate_tests::proxy::{base_config, tls_web_config, web_config, TestProxy};
+use takgate_tests::proxy::{base_config, tls_web_config, ui_with_bundle, web_config, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 
 fn decode(got: &Got) -> Vec<u8> {
@@ -36,6 +36,19 @@ fn decode_as(coding: Option<&str>, body: &[u8]) -> Vec<u8> {
         Some(other) => panic!("unexpected content-encoding {other}"),
     }
     out
+}
+
+/// `HEAD path` from a client that takes brotli.
+async fn head_br(addr: SocketAddr, path: &str) -> Got {
+    send(
+        addr,
+        Request::head(path)
+            .header("host", addr.to_string())
+            .header("accept-encoding", "br")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
 }
 
 fn varies_on_encoding(got: &Got) -> bool {
@@ -100,15 +113,7 @@ async fn proxied_json_follows_accept_encoding() {
     }
 
     // HEAD: the headers a GET would get.
-    let head = send(
-        addr,
-        Request::head(path)
-            .header("host", addr.to_string())
-            .header("accept-encoding", "br")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let head = head_br(addr, path).await;
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-encoding"), Some("br"));
     assert!(head.body.is_empty());
@@ -142,17 +147,7 @@ async fn proxied_json_follows_accept_encoding() {
 }
 
 fn ui_with_assets() -> tempfile::TempDir {
-    let ui = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ui.path().join("index.html"),
-        "<!doctype html><div id=root></div>",
-    )
-    .unwrap();
-    std::fs::create_dir_all(ui.path().join("assets")).unwrap();
-    let js: String = (0..2000)
-        .map(|i| format!("export const marker{i} = L.marker([51.5, -0.12]);\n"))
-        .collect();
-    std::fs::write(ui.path().join("assets/index-AbC123.js"), &js).unwrap();
+    let (ui, js) = ui_with_bundle();
     // A bundle with its own brotli sibling, whose content is told apart from the file's.
     std::fs::write(ui.path().join("assets/vendor-XyZ789.js"), &js).unwrap();
     let mut sibling = Vec::new();
@@ -254,15 +249,7 @@ async fn ui_assets_are_compressed_and_revalidate() {
         assert_eq!(decode(&gz), js, "{extra}");
 
         // HEAD: the same headers as GET, no body.
-        let head = send(
-            addr,
-            Request::head(asset)
-                .header("host", addr.to_string())
-                .header("accept-encoding", "br")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+        let head = head_br(addr, asset).await;
         assert_eq!(head.status, 200);
         assert_eq!(head.header("content-encoding"), Some("br"), "{extra}");
         assert!(head.body.is_empty());

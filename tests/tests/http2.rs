@@ -10,24 +10,9 @@ use std::sync::Arc;
 
 use takgate_tests::certs::TestPki;
 use takgate_tests::client::{connect, read_response, within, Stream};
-use takgate_tests::proxy::{tls_web_config, TestProxy};
+use takgate_tests::proxy::{tls_web_config, ui_with_bundle, TestProxy};
 use takgate_tests::upstream::FakeUpstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn ui() -> tempfile::TempDir {
-    let ui = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ui.path().join("index.html"),
-        "<!doctype html><div id=root></div>",
-    )
-    .unwrap();
-    std::fs::create_dir_all(ui.path().join("assets")).unwrap();
-    let js: String = (0..2000)
-        .map(|i| format!("export const marker{i} = L.marker([51.5, -0.12]);\n"))
-        .collect();
-    std::fs::write(ui.path().join("assets/index-AbC123.js"), js).unwrap();
-    ui
-}
 
 async fn start(
     up: &FakeUpstream,
@@ -72,7 +57,7 @@ fn curl(pki: &TestPki, addr: SocketAddr, path: &str, args: &[&str]) -> (String, 
 async fn curl_gets_the_ui_and_the_api_over_h2_with_the_http1_contract() {
     let up = FakeUpstream::start().await;
     let pki = TestPki::new();
-    let ui = ui();
+    let (ui, _) = ui_with_bundle();
     let js = std::fs::read(ui.path().join("assets/index-AbC123.js")).unwrap();
     let (proxy, addr) = start(&up, &pki, ui.path(), "").await;
 
@@ -146,7 +131,7 @@ async fn curl_gets_the_ui_and_the_api_over_h2_with_the_http1_contract() {
 async fn an_oversized_header_list_gets_431() {
     let up = FakeUpstream::start().await;
     let pki = TestPki::new();
-    let ui = ui();
+    let (ui, _) = ui_with_bundle();
     let (_proxy, addr) = start(&up, &pki, ui.path(), "max_header_bytes = \"8KiB\"\n").await;
     let big = format!("x-big: {}", "a".repeat(9000));
     let (version, status, _) = curl(&pki, addr, "/api/health", &["--http2", "-H", &big]);
@@ -168,7 +153,7 @@ fn tls_client(pki: &TestPki, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 async fn websocket_upgrades_stay_on_http1() {
     let up = FakeUpstream::start().await;
     let pki = TestPki::new();
-    let ui = ui();
+    let (ui, _) = ui_with_bundle();
     let (_proxy, addr) = start(&up, &pki, ui.path(), "").await;
 
     // Offered both, a client gets h2 (its preface is answered with SETTINGS).
@@ -301,11 +286,22 @@ async fn h2_connection(pki: &TestPki, addr: SocketAddr) -> Box<dyn Stream> {
     s
 }
 
-async fn abuse_count(proxy: &TestProxy) -> f64 {
+fn abuse_count(proxy: &TestProxy) -> f64 {
     proxy.metric(
         "takgate_http_connection_errors_total",
         &[("listener", "web-tls"), ("kind", "http2_abuse")],
     )
+}
+
+/// Waits until a connection of `web-tls` has been counted as ended with `kind`.
+async fn counted(proxy: &TestProxy, kind: &str) {
+    proxy
+        .wait_metric(
+            "takgate_http_connection_errors_total",
+            &[("listener", "web-tls"), ("kind", kind)],
+            1.0,
+        )
+        .await;
 }
 
 /// CVE-2023-44487: streams opened and reset at once. A few are a client changing its mind
@@ -315,7 +311,7 @@ async fn abuse_count(proxy: &TestProxy) -> f64 {
 async fn rapid_reset_is_cut_off_and_counted() {
     let up = FakeUpstream::start().await;
     let pki = TestPki::new();
-    let ui = ui();
+    let (ui, _) = ui_with_bundle();
     let (proxy, addr) = start(&up, &pki, ui.path(), "").await;
     let pairs = |from: u32, n: u32| {
         let mut out = Vec::new();
@@ -346,7 +342,7 @@ async fn rapid_reset_is_cut_off_and_counted() {
         Ok(()),
         "answered after a few resets"
     );
-    assert_eq!(abuse_count(&proxy).await, 0.0);
+    assert_eq!(abuse_count(&proxy), 0.0);
 
     let mut flood = h2_connection(&pki, addr).await;
     // The server may close before the whole flood is written.
@@ -355,13 +351,7 @@ async fn rapid_reset_is_cut_off_and_counted() {
         read_until(&mut flood, u32::MAX).await.0,
         Err(ENHANCE_YOUR_CALM)
     );
-    proxy
-        .wait_metric(
-            "takgate_http_connection_errors_total",
-            &[("listener", "web-tls"), ("kind", "http2_abuse")],
-            1.0,
-        )
-        .await;
+    counted(&proxy, "http2_abuse").await;
 }
 
 /// CONTINUATION frames past the header list limit end the connection (ENHANCE_YOUR_CALM),
@@ -370,7 +360,7 @@ async fn rapid_reset_is_cut_off_and_counted() {
 async fn a_continuation_flood_is_cut_off_and_counted() {
     let up = FakeUpstream::start().await;
     let pki = TestPki::new();
-    let ui = ui();
+    let (ui, _) = ui_with_bundle();
     let (proxy, addr) = start(&up, &pki, ui.path(), "").await;
     let mut s = h2_connection(&pki, addr).await;
     let mut flood = frame(HEADERS, 0, 1, &request_block(false, "/api/health"));
@@ -381,13 +371,7 @@ async fn a_continuation_flood_is_cut_off_and_counted() {
     }
     let _ = within(s.write_all(&flood)).await;
     assert_eq!(read_until(&mut s, 1).await.0, Err(ENHANCE_YOUR_CALM));
-    proxy
-        .wait_metric(
-            "takgate_http_connection_errors_total",
-            &[("listener", "web-tls"), ("kind", "http2_abuse")],
-            1.0,
-        )
-        .await;
+    counted(&proxy, "http2_abuse").await;
 }
 
 /// Streams past `max_concurrent_streams` are refused (REFUSED_STREAM, nothing allocated for
@@ -397,7 +381,7 @@ async fn a_continuation_flood_is_cut_off_and_counted() {
 async fn streams_past_the_limit_are_refused_then_counted() {
     let up = FakeUpstream::start().await;
     let pki = TestPki::new();
-    let ui = ui();
+    let (ui, _) = ui_with_bundle();
     let (proxy, addr) = start(
         &up,
         &pki,
@@ -435,7 +419,7 @@ async fn streams_past_the_limit_are_refused_then_counted() {
         .await
         .unwrap();
     assert_eq!(read_until(&mut s, 1).await.0, Ok(()));
-    assert_eq!(abuse_count(&proxy).await, 0.0);
+    assert_eq!(abuse_count(&proxy), 0.0);
 
     // Insisting: stream 3 still holds a slot, and every new stream past it is refused.
     let mut more = Vec::new();
@@ -460,13 +444,7 @@ async fn streams_past_the_limit_are_refused_then_counted() {
         refused.iter().all(|&(_, code)| code == REFUSED_STREAM),
         "{refused:?}"
     );
-    proxy
-        .wait_metric(
-            "takgate_http_connection_errors_total",
-            &[("listener", "web-tls"), ("kind", http2_kind(end))],
-            1.0,
-        )
-        .await;
+    counted(&proxy, http2_kind(end)).await;
 }
 
 /// The `kind` label takgate counts a GOAWAY of ours under.
@@ -484,7 +462,7 @@ fn http2_kind(goaway: Result<(), u32>) -> &'static str {
 async fn idle_and_stalled_connections_are_closed() {
     let up = FakeUpstream::start().await;
     let pki = TestPki::new();
-    let ui = ui();
+    let (ui, _) = ui_with_bundle();
     let (_proxy, addr) = start(&up, &pki, ui.path(), "header_read_timeout = \"300ms\"\n").await;
 
     let mut held = h2_connection(&pki, addr).await;
