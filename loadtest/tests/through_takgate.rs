@@ -161,3 +161,48 @@ server_name = "opentakserver"
         ["loadtest-1", "loadtest-2", "loadtest-3"].map(String::from)
     );
 }
+
+/// Issue 16's bench workloads in miniature: the sink's EUD list through takgate, with fewer
+/// bytes on the wire when compression is asked for (control: the same without), and HTTP/2
+/// over TLS (`--http2` offers only `h2` by ALPN, so a run without errors was spoken in h2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_and_h2_through_takgate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path(), 1).unwrap();
+    let http_sink = sink("--http").await;
+    let config = format!(
+        "{}\n[[http]]\nname = \"web-tls\"\nlisten = \"127.0.0.1:0\"\nprofile = \"web\"\n\
+         ui_root = \"/nonexistent-ui\"\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        web_config(&format!("http://{}", http_sink.addr), ""),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+    );
+    let proxy = TestProxy::start(&config).await;
+    let web = proxy.http("web");
+    let run = |extra: &str| {
+        format!(
+            "http --url http://{web}/api/euds/65536 -c 2 --max-requests 20 --duration 30s -q {extra}"
+        )
+    };
+    let plain = run_ok(&run("")).await;
+    let br = run_ok(&run("-H Accept-Encoding:br")).await;
+    for r in [&plain, &br] {
+        assert_eq!((r.errors_total, r.ops.ok), (0, 20), "{}", r.table());
+    }
+    assert_eq!(plain.bytes.received, 20 * 65536);
+    assert!(
+        br.bytes.received * 4 < plain.bytes.received,
+        "{} bytes compressed",
+        br.bytes.received
+    );
+
+    let tls = proxy.http("web-tls");
+    let h2 = run_ok(&format!(
+        "http --http2 --ca {} --url https://{tls}/api/euds/4096 -c 2 --max-requests 20 \
+         --duration 30s -q",
+        pki.ca.display()
+    ))
+    .await;
+    assert_eq!((h2.errors_total, h2.ops.ok), (0, 20), "{}", h2.table());
+    assert_eq!(h2.bytes.received, 20 * 4096);
+}

@@ -123,3 +123,37 @@ ui_root = "/nonexistent-ui"
         base_config(upstream)
     )
 }
+
+/// [`base_config`] plus a `web` listener named `web-tls` with `pki`'s server certificate and the
+/// UI from `ui_root`; `extra` lines go into its table (before `[http.tls]`).
+pub fn tls_web_config(
+    upstream: &str,
+    pki: &crate::certs::TestPki,
+    ui_root: &std::path::Path,
+    extra: &str,
+) -> String {
+    format!(
+        "{}\n[[http]]\nname = \"web-tls\"\nlisten = \"127.0.0.1:0\"\nprofile = \"web\"\n\
+         ui_root = \"{}\"\n{extra}\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        base_config(upstream),
+        ui_root.display(),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+    )
+}
+
+/// A UI folder with `index.html` and a hashed JavaScript bundle of some 100 KB that compresses
+/// as real ones do (`/assets/index-AbC123.js`), and the bundle's bytes.
+pub fn ui_with_bundle() -> (tempfile::TempDir, Vec<u8>) {
+    let ui = tempfile::tempdir().expect("tempdir");
+    let write = |path: &str, bytes: &[u8]| {
+        std::fs::write(ui.path().join(path), bytes).expect("write UI file");
+    };
+    std::fs::create_dir_all(ui.path().join("assets")).expect("assets folder");
+    write("index.html", b"<!doctype html><div id=root></div>");
+    let js: String = (0..2000)
+        .map(|i| format!("export const marker{i} = L.marker([51.5, -0.12]);\n"))
+        .collect();
+    write("assets/index-AbC123.js", js.as_bytes());
+    (ui, js.into_bytes())
+}

@@ -25,6 +25,7 @@ use crate::config::HttpListenerConfig;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::access::{Logged, RequestRecord};
 use crate::http::body::{self, Body, BoxError, SendProgress};
+use crate::http::compress::Compression;
 use crate::http::cors::{CorsPolicy, Decision};
 use crate::http::file_cache::FileCache;
 use crate::http::forward::{self, ClientInfo, Forwarder};
@@ -45,6 +46,8 @@ pub struct HttpService {
     spa: StaticFiles,
     files: StaticFiles,
     cors: CorsPolicy,
+    /// `None` when the listener has compression off.
+    compression: Option<Compression>,
     forwarder: Arc<Forwarder>,
     metrics: HttpMetrics,
     /// This listener's per-request series, resolved once.
@@ -144,6 +147,7 @@ impl HttpService {
             spa: StaticFiles::new(&config.ui_root, true, cache.clone()),
             files: StaticFiles::new(&config.ui_root, false, cache),
             cors: CorsPolicy::new(&config.cors),
+            compression: Compression::new(&config.compression, config.tls.is_some()),
             forwarder,
             requests: Arc::new(metrics.listener(&config.name)),
             metrics,
@@ -221,6 +225,11 @@ impl HttpService {
         {
             return self.refuse(client, req.uri().path(), &e);
         }
+        // Taken from the normalised head, so `secret_paths` match what the upstream will see.
+        let wanted = self.compression.as_ref().map(|c| c.wanted(&req));
+        if let Some(wanted) = wanted {
+            req.extensions_mut().insert(wanted);
+        }
         let upgrade = upgrade::websocket_upgrade(req.method(), req.headers());
         let action = self.router.route(req.uri().path()).clone();
         let route = match (&action, upgrade.is_some()) {
@@ -261,6 +270,9 @@ impl HttpService {
                 }
             }
         };
+        if let (Some(compression), Some(wanted)) = (&self.compression, &wanted) {
+            compression.apply(wanted, &mut answer.response);
+        }
         self.cors
             .apply(answer.response.headers_mut(), allow.as_ref());
         answer
