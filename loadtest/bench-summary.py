@@ -57,7 +57,22 @@ WORKLOADS = {
                             ("msg/s", "ops.received_per_s"), "latency"),
     "reorig-idle-10k": ("cot-idle-10k to OTS's TLS CoT port: direct, nginx passthrough, takgate reoriginate (a client and an upstream TLS session each)",
                         ("KiB/conn", "server_rss.per_connection_kib"), None),
+    # Issue 16: compression and HTTP/2 (no direct: none of it is the upstream's work).
+    "ui-js": ("GET a 1 MB JavaScript bundle, no Accept-Encoding, 4 connections, as fast as it goes",
+              ("req/s", "ops.received_per_s"), "latency"),
+    "ui-js-br": ("ui-js with Chromium's Accept-Encoding (gzip, deflate, br, zstd)",
+                 ("req/s", "ops.received_per_s"), "latency"),
+    "api-json": ("GET /api proxied to a 64 KB JSON EUD list, no Accept-Encoding, 16 connections",
+                 ("req/s", "ops.received_per_s"), "latency"),
+    "api-json-br": ("api-json with Chromium's Accept-Encoding",
+                    ("req/s", "ops.received_per_s"), "latency"),
+    "h2-static-2k": ("static-2k over TLS and HTTP/2 (ALPN h2), 16 connections, one stream each",
+                     ("req/s", "ops.received_per_s"), "latency"),
+    "h2-ui-js": ("ui-js over TLS and HTTP/2 (ALPN h2), 4 connections, one stream each",
+                 ("MB/s", "bytes.received_mb_per_s"), "latency"),
 }
+# Issue 16's table: these, with the bytes on the wire and the server's CPU per request.
+COMPRESSION = ("ui-js", "ui-js-br", "api-json", "api-json-br", "h2-static-2k", "h2-ui-js")
 FIXED_RATE = ("api-rate", "cot-latency-2000", "cot-latency-2000-limits")
 
 # Issue 6's bar.
@@ -134,6 +149,9 @@ def summarise(runs):
                 "kib_per_conn": median(reports, "server_rss.per_connection_kib"),
                 "relay_p99_ms": median(reports, "server_relay.p99_ms"),
                 "relay_within_1ms": median(reports, "server_relay.within_1ms"),
+                "cpu_us_per_req": median(reports, "server_cpu.us_per_request"),
+                "kb_per_req": (lambda b, n: b / n / 1000 if b and n else None)(
+                    median(reports, "bytes.received"), median(reports, "ops.received")),
                 "errors": sum(r.get("errors_total", 0) for r in reports),
                 "latency": lat,
             }
@@ -447,6 +465,29 @@ def markdown(out, meta, summary, runs, plots, plot_dir, start, nginx_start, api_
         errs = "/".join(str((s.get(t) or {}).get("errors", "–")) for t in TARGETS)
         L.append(f"| {w} | {unit} | " + " | ".join(cells) + f" | {'–' if ratio is None else f'{ratio:.2f}'} | {errs} |")
     L.append("")
+
+    rows = [w for w in COMPRESSION if w in summary]
+    if rows:
+        L.append("## Compression and HTTP/2 (issue 16)")
+        L.append("")
+        L.append("nginx as Debian ships it (`gzip on`, `gzip_types` text/html only) sends the bundle "
+                 "and the JSON identity-encoded; takgate compresses them for a client that accepts "
+                 "it (the bundle from its static cache's brotli copy, the JSON on the fly). KB/req: "
+                 "body bytes on the wire per response. CPU: the server's process time per request "
+                 "(utime + stime over the run), median of the runs.")
+        L.append("")
+        L.append("| workload | req/s nginx | req/s takgate | KB/req nginx | KB/req takgate "
+                 "| CPU µs/req nginx | CPU µs/req takgate | takgate / nginx (req/s) |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for w in rows:
+            s = summary[w]
+            n, t = s.get("nginx") or {}, s.get("takgate") or {}
+            ratio = (t["ops_per_s"] / n["ops_per_s"]) if t.get("ops_per_s") and n.get("ops_per_s") else None
+            L.append(f"| {w} | {num(n.get('ops_per_s'))} | {num(t.get('ops_per_s'))} "
+                     f"| {num(n.get('kb_per_req'))} | {num(t.get('kb_per_req'))} "
+                     f"| {num(n.get('cpu_us_per_req'))} | {num(t.get('cpu_us_per_req'))} "
+                     f"| {'–' if ratio is None else f'{ratio:.2f}'} |")
+        L.append("")
 
     L.append("## Latency")
     L.append("")

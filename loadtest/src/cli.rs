@@ -190,6 +190,10 @@ pub struct HttpArgs {
     /// Extra request header, `Name: value` (repeatable).
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+    /// HTTP/2 (ALPN `h2`) on https:// URLs: one stream at a time per connection, so that
+    /// `-c` compares with HTTP/1.1's connections one for one.
+    #[arg(long)]
+    pub http2: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -226,6 +230,7 @@ impl StaticArgs {
             method: Method::Get,
             body_size: 0,
             headers: Vec::new(),
+            http2: false,
             tls: self.tls,
             run: self.run,
         }

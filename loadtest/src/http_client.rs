@@ -1,5 +1,5 @@
-//! `http` and `static`: keep-alive HTTP/1.1 connections taking the slots of one open-model
-//! schedule (or going as fast as they can), reading every body to the end.
+//! `http` and `static`: keep-alive HTTP/1.1 (or, with `--http2`, HTTP/2) connections taking the
+//! slots of one open-model schedule (or going as fast as they can), reading every body to the end.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, USER_AGENT};
 use http::{Method as HttpMethod, Request};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use crate::cli::{HttpArgs, Method};
@@ -41,14 +41,45 @@ struct Shared {
     method: HttpMethod,
     body: Bytes,
     headers: Vec<(HeaderName, HeaderValue)>,
+    http2: bool,
     timeout: std::time::Duration,
     stats: Arc<Stats>,
     status: Mutex<BTreeMap<String, u64>>,
 }
 
 struct Conn {
-    sender: SendRequest<Full<Bytes>>,
+    sender: Sender,
     _open: OpenGuard,
+}
+
+enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::Http1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::Http2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
+    }
 }
 
 /// One keep-alive worker: a connection per endpoint, opened on first use and again after a
@@ -64,12 +95,23 @@ impl Worker {
         let target = &s.urls[url];
         let tls = if target.tls { s.tls.as_ref() } else { None };
         let (io, open) = net::connect(target.addr, tls, s.timeout, &s.stats).await?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|_| ErrorKind::Protocol)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let sender = if s.http2 {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .map_err(|_| ErrorKind::Protocol)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::Http2(sender)
+        } else {
+            let (sender, conn) = http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|_| ErrorKind::Protocol)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::Http1(sender)
+        };
         self.conns[endpoint] = Some(Conn {
             sender,
             _open: open,
@@ -96,10 +138,19 @@ impl Worker {
             return Err(ErrorKind::Connect);
         };
         let target = &s.urls[url];
-        let mut req = Request::builder()
+        // HTTP/2 carries the host in `:authority`, taken from an absolute URI.
+        let req = if s.http2 {
+            Request::builder().uri(format!(
+                "https://{}{}",
+                target.authority, target.path_and_query
+            ))
+        } else {
+            Request::builder()
+                .uri(target.path_and_query.as_str())
+                .header(HOST, target.authority.as_str())
+        };
+        let mut req = req
             .method(s.method.clone())
-            .uri(target.path_and_query.as_str())
-            .header(HOST, target.authority.as_str())
             .header(USER_AGENT, concat!("loadtest/", env!("CARGO_PKG_VERSION")));
         if s.method == HttpMethod::POST || !s.body.is_empty() {
             req = req.header(CONTENT_LENGTH, s.body.len());
@@ -116,8 +167,7 @@ impl Worker {
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let exchange = async {
-            conn.sender.ready().await.map_err(|_| ErrorKind::Closed)?;
-            let resp = conn.sender.send_request(req).await.map_err(|e| {
+            let resp = conn.sender.send(req).await.map_err(|e| {
                 if e.is_canceled() || e.is_incomplete_message() {
                     ErrorKind::Closed
                 } else if e.is_parse() {
@@ -190,10 +240,20 @@ pub async fn run(args: HttpArgs, mode: &'static str) -> anyhow::Result<Report> {
     for u in &args.urls {
         urls.push(parse_url(u, ["http", "https"]).await?);
     }
+    if args.http2 && urls.iter().any(|u| !u.tls) {
+        bail!("--http2 takes https:// URLs only (h2 is chosen by ALPN)");
+    }
     let tls = if urls.iter().any(|u| u.tls) {
         let client = ClientTls::from_args(&args.tls, false)?;
+        let connector = if args.http2 {
+            let mut config = (*client.config(0)).clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        } else {
+            client.connector(0)
+        };
         Some(Tls {
-            connector: client.connector(0),
+            connector,
             server_name: client.server_name,
         })
     } else {
@@ -234,6 +294,7 @@ pub async fn run(args: HttpArgs, mode: &'static str) -> anyhow::Result<Report> {
         },
         body: Bytes::from(vec![b'x'; args.body_size]),
         headers,
+        http2: args.http2,
         timeout: args.run.timeout,
         stats: stats.clone(),
         status: Mutex::new(BTreeMap::new()),

@@ -450,6 +450,26 @@ where
         .await;
 }
 
+/// A JSON array of EUD records, as OTS's `/api/eud` sends them, cut to `n` bytes.
+fn eud_list(n: usize) -> String {
+    let mut out = String::with_capacity(n + 256);
+    out.push('[');
+    let mut i = 0u32;
+    while out.len() < n {
+        out.push_str(&format!(
+            r#"{{"uid":"ANDROID-{:016x}","callsign":"UNIT-{i}","device":"SM-G99{}","platform":"ATAK-CIV","os":"34","version":"5.{}.0","phone_number":null,"last_event_time":"2026-12-07T17:{:02}:{:02}Z","last_status":"Connected","team":"Cyan","team_role":"Team Member"}},"#,
+            u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            i % 10,
+            i % 4,
+            i % 60,
+            (i * 7) % 60
+        ));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -508,6 +528,18 @@ async fn answer(
             h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         return r;
+    }
+    if let Some(n) = req.uri().path().strip_prefix("/api/euds/") {
+        // OTS's EUD list as its /api answers it: JSON of about n bytes, for the compression
+        // workloads (issue 16).
+        let Ok(n) = n.parse::<usize>() else {
+            return json(StatusCode::BAD_REQUEST, r#"{"error":"bad size"}"#.into());
+        };
+        if n > MAX_BYTES {
+            return json(StatusCode::BAD_REQUEST, r#"{"error":"too large"}"#.into());
+        }
+        add(&stats.bytes_out, n as u64);
+        return json(StatusCode::OK, eud_list(n));
     }
     if let Some(n) = req.uri().path().strip_prefix("/bytes/") {
         let Ok(n) = n.parse::<usize>() else {

@@ -21,7 +21,7 @@ use crate::http::heartbeat::{Heartbeat, HeartbeatMetrics};
 use crate::http::router::Router;
 use crate::http::service::HttpService;
 use crate::metrics::HttpMetrics;
-use crate::server::{self, ConnLimits, ListenerTls};
+use crate::server::{self, ConnLimits, Http2Limits, ListenerTls};
 use crate::stream::{self, StreamError};
 use crate::tls_watch::TlsSources;
 use cot::listener::Drain;
@@ -108,7 +108,7 @@ impl App {
                 .tls
                 .as_ref()
                 .map(|t| {
-                    listener_tls(t).map_err(|source| AppError::Tls {
+                    listener_tls(t, l.http2.enabled).map_err(|source| AppError::Tls {
                         key: format!("http[{i}].tls"),
                         source,
                     })
@@ -137,6 +137,11 @@ impl App {
                     max_header_bytes: usize::try_from(l.max_header_bytes.as_u64())
                         .unwrap_or(usize::MAX),
                     max_headers: l.max_headers,
+                    http2: (l.tls.is_some() && l.http2.enabled).then_some(Http2Limits {
+                        max_concurrent_streams: l.http2.max_concurrent_streams,
+                        max_pending_reset_streams: l.http2.max_pending_reset_streams,
+                        max_local_reset_streams: l.http2.max_local_reset_streams,
+                    }),
                 },
             });
         }
@@ -431,9 +436,15 @@ fn health_url(config: &Config) -> http::Uri {
     http::Uri::from_parts(parts).unwrap_or_else(|_| config.upstream.url.clone())
 }
 
-fn listener_tls(t: &TlsConfig) -> Result<ListenerTls, cot::tls::TlsError> {
-    // HTTP/1.1 only: OTS's WebSockets and Socket.IO need it end to end.
-    let settings = t.settings(t.client_auth(), vec![b"http/1.1".to_vec()]);
+fn listener_tls(t: &TlsConfig, http2: bool) -> Result<ListenerTls, cot::tls::TlsError> {
+    // h2 first when enabled: browsers take it for the UI and the API, and still open HTTP/1.1
+    // connections for WebSocket upgrades (no RFC 8441 here), which OTS's Socket.IO needs.
+    let mut alpn = Vec::with_capacity(2);
+    if http2 {
+        alpn.push(b"h2".to_vec());
+    }
+    alpn.push(b"http/1.1".to_vec());
+    let settings = t.settings(t.client_auth(), alpn);
     Ok(ListenerTls {
         tls: Arc::new(cot::tls::ReloadableTls::new_or_wait(settings)?),
         handshake_timeout: t.handshake_timeout,

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Scheme;
 use http::{Method, Request, Response, Uri, Version};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncBufReadExt;
 use tower::ServiceExt;
@@ -27,7 +27,7 @@ use crate::http::cors::{self, CorsPolicy};
 use crate::http::forward::ClientInfo;
 use crate::http::router::{Action, HostHeader, ProxyRoute, RouteClass, Router};
 use crate::http::service::HttpService;
-use crate::http::{head, path, upgrade};
+use crate::http::{compress, head, path, upgrade};
 
 /// What `client_cert_header` is in every harness listener, and a certificate as takgate sends it.
 const CERT_HEADER: &str = "x-ssl-cert";
@@ -109,16 +109,14 @@ async fn stand_in_upstream(seen: Arc<Mutex<Vec<Seen>>>) -> SocketAddr {
                 };
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let (head, _) = req.into_parts();
+                    let answer = stand_in_answer(&head);
                     if let Ok(mut seen) = seen.lock() {
                         seen.push(Seen {
                             upstream: upstream.clone(),
                             head,
                         });
                     }
-                    std::future::ready(Ok::<_, std::convert::Infallible>(Response::new(Empty::<
-                        Bytes,
-                    >::new(
-                    ))))
+                    std::future::ready(Ok::<_, std::convert::Infallible>(answer))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(io), svc)
@@ -127,6 +125,22 @@ async fn stand_in_upstream(seen: Arc<Mutex<Vec<Seen>>>) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A JSON body large enough to compress for a path naming `json`, nothing otherwise: the
+/// compression step runs on what the stand-in answers.
+const STAND_IN_JSON: &str = r#"{"uid":"ANDROID-0001","callsign":"ALPHA","team":"Cyan"},"#;
+
+fn stand_in_answer(head: &http::request::Parts) -> Response<Full<Bytes>> {
+    if !head.uri.path().contains("json") {
+        return Response::new(Full::default());
+    }
+    let mut res = Response::new(Full::new(Bytes::from(STAND_IN_JSON.repeat(40))));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
 }
 
 /// The listeners byte 0 of an `http_head` input chooses between: bits 0–1 the profile, bit 2
@@ -283,6 +297,7 @@ fn check_answer(listener: &Listener, client: &ClientInfo, req: Request<()>) -> O
         return Outcome::Refused;
     }
     check_cors(listener, client, &parts, &response, !seen.is_empty());
+    check_encoding(&parts, response);
     match seen.as_slice() {
         [] => Outcome::Answered,
         [one] => {
@@ -291,6 +306,53 @@ fn check_answer(listener: &Listener, client: &ClientInfo, req: Request<()>) -> O
         }
         more => panic!("one request reached {} upstreams", more.len()),
     }
+}
+
+/// An encoded answer is in a coding the client takes, says it varies on `Accept-Encoding`, has
+/// no length of the identity body, and decodes to what the stand-in sent.
+fn check_encoding(sent: &http::request::Parts, response: Response<Body>) {
+    let Some(coding) = response.headers().get(header::CONTENT_ENCODING).cloned() else {
+        return;
+    };
+    let coding = coding.to_str().unwrap_or_default().to_owned();
+    let accepted = compress::negotiate(&sent.headers).map(compress::Coding::as_str);
+    assert_eq!(
+        Some(coding.as_str()),
+        accepted,
+        "encoded as the client did not ask"
+    );
+    let vary = response.headers().get_all(header::VARY).iter();
+    assert!(
+        vary.map(|v| v.as_bytes().to_ascii_lowercase())
+            .any(|v| v.windows(15).any(|w| w == b"accept-encoding")),
+        "an encoded answer without Vary: Accept-Encoding"
+    );
+    if sent.method == Method::HEAD {
+        return;
+    }
+    let h = harness();
+    let body = h.rt.block_on(async {
+        tokio::time::timeout(ANSWER_TIMEOUT, response.into_body().collect()).await
+    });
+    let wire = match body {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => panic!("an encoded body failed: {e}"),
+        Err(_) => panic!("no encoded body within {ANSWER_TIMEOUT:?}"),
+    };
+    let mut decoded = Vec::new();
+    let read = match coding.as_str() {
+        "br" => std::io::Read::read_to_end(
+            &mut brotli::Decompressor::new(&wire[..], 4096),
+            &mut decoded,
+        ),
+        _ => std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&wire[..]), &mut decoded),
+    };
+    assert!(read.is_ok(), "{coding} does not decode");
+    assert_eq!(
+        decoded,
+        STAND_IN_JSON.repeat(40).as_bytes(),
+        "{coding} decodes to another body"
+    );
 }
 
 /// The forwarded request: its path is one the router sends to that upstream, canonical, and as

@@ -48,6 +48,11 @@ pub enum ConnectionError {
     HeaderTimeout,
     /// Any other I/O error on the client connection.
     Io,
+    /// An HTTP/2 client closed for abuse (GOAWAY ENHANCE_YOUR_CALM: rapid reset, too many
+    /// resets, a CONTINUATION flood).
+    Http2Abuse,
+    /// An HTTP/2 client closed for another protocol error (GOAWAY with its reason).
+    Http2Protocol,
 }
 
 impl ConnectionError {
@@ -60,6 +65,8 @@ impl ConnectionError {
             Self::Parse => "parse",
             Self::HeaderTimeout => "header_timeout",
             Self::Io => "io",
+            Self::Http2Abuse => "http2_abuse",
+            Self::Http2Protocol => "http2_protocol",
         }
     }
 }

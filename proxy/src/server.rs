@@ -1,5 +1,10 @@
 //! HTTP listeners: connections accepted by `cot::listener` (permit, TLS handshake with a
-//! deadline, drain), then HTTP/1.1 served with upgrades through the listener's `HttpService`.
+//! deadline, drain), then HTTP/1.1 served with upgrades through the listener's `HttpService`,
+//! or HTTP/2 (`http2`) when a TLS client chose `h2` by ALPN.
+
+mod http2;
+
+pub use http2::Http2Limits;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +43,8 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// `Some` when `h2` is offered by ALPN (TLS listeners with `[http.http2] enabled`).
+    pub http2: Option<Http2Limits>,
 }
 
 /// Accepts until the drain stops; each connection is served on its own task, where a panic
@@ -119,7 +126,13 @@ async fn serve_connection(
         scheme: service.scheme().clone(),
         client_cert,
     };
-    serve_http1(stream, client, service, limits, drain).await;
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    match limits.http2 {
+        Some(h2_limits) if h2 => {
+            http2::serve_http2(stream, client, service, limits, h2_limits, drain).await;
+        }
+        _ => serve_http1(stream, client, service, limits, drain).await,
+    }
 }
 
 async fn serve_http1<I>(
@@ -249,6 +262,10 @@ impl Activity {
     fn mark(&self) {
         self.marked
             .store(self.read.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 
     /// At least one request was served and not a byte has come since.

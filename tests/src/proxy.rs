@@ -123,3 +123,21 @@ ui_root = "/nonexistent-ui"
         base_config(upstream)
     )
 }
+
+/// [`base_config`] plus a `web` listener named `web-tls` with `pki`'s server certificate and the
+/// UI from `ui_root`; `extra` lines go into its table (before `[http.tls]`).
+pub fn tls_web_config(
+    upstream: &str,
+    pki: &crate::certs::TestPki,
+    ui_root: &std::path::Path,
+    extra: &str,
+) -> String {
+    format!(
+        "{}\n[[http]]\nname = \"web-tls\"\nlisten = \"127.0.0.1:0\"\nprofile = \"web\"\n\
+         ui_root = \"{}\"\n{extra}\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        base_config(upstream),
+        ui_root.display(),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+    )
+}

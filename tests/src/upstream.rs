@@ -201,6 +201,9 @@ async fn handle(
         headers: req.headers().clone(),
     });
     let path = req.uri().path().to_owned();
+    if let Some(bytes) = query_u64(req.uri(), "json") {
+        return Ok(json_answer(req.uri(), bytes));
+    }
     let resp = match path.as_str() {
         "/api/health" => full(StatusCode::OK, r#"{"status":"healthy"}"#),
         "/api/users/all" => {
@@ -273,6 +276,40 @@ async fn handle(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             full(StatusCode::OK, "slow")
         }
+        p if p.ends_with("/poll") => {
+            // An engine.io long-poll: held until released, then a batch of packets as OTS's
+            // polling transport sends it.
+            state.held.notify_one();
+            state.release.notified().await;
+            let mut r = full(StatusCode::OK, engineio_batch(4096));
+            r.headers_mut().insert(
+                "content-type",
+                "text/plain; charset=UTF-8".parse().expect("hv"),
+            );
+            r
+        }
+        p if p.ends_with("/lockstep") => {
+            // Two JSON chunks; the second only once the test has seen the first and releases.
+            let state = state.clone();
+            let chunks = futures_util::stream::unfold(0u8, move |n| {
+                let state = state.clone();
+                async move {
+                    let data = match n {
+                        0 => Bytes::from(engineio_batch(2048)),
+                        1 => {
+                            state.release.notified().await;
+                            Bytes::from_static(b"\"end\"")
+                        }
+                        _ => return None,
+                    };
+                    Some((Ok::<_, Infallible>(Frame::data(data)), n + 1))
+                }
+            });
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().expect("hv"));
+            r
+        }
         p if p.ends_with("/hold") => {
             state.held.notify_one();
             state.release.notified().await;
@@ -284,6 +321,64 @@ async fn handle(
         _ => full(StatusCode::OK, "echo"),
     };
     Ok(resp)
+}
+
+/// JSON of about `bytes` bytes, as OTS's EUD lists are: `application/json`, and with
+/// `cookie=1` a `Set-Cookie` as a login sets, `encoded=gzip` already gzip-encoded (as an
+/// upstream that compresses its own answers sends it), `no_transform=1` with
+/// `Cache-Control: no-transform`.
+fn json_answer(uri: &http::Uri, bytes: u64) -> Response<Body> {
+    let mut json = String::from("[");
+    let mut i = 0u64;
+    while (json.len() as u64) < bytes {
+        json.push_str(&format!(
+            r#"{{"uid":"ANDROID-{i:08}","callsign":"ALPHA-{i}","team":"Cyan","role":"Team Member"}},"#
+        ));
+        i += 1;
+    }
+    json.truncate(usize::try_from(bytes).expect("fits").max(1));
+    let query = uri.query().unwrap_or_default();
+    let gzip = query.contains("encoded=gzip");
+    let body = if gzip {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(json.as_bytes()).expect("gzip");
+        Bytes::from(e.finish().expect("gzip"))
+    } else {
+        Bytes::from(json)
+    };
+    let mut r = full(StatusCode::OK, body);
+    let h = r.headers_mut();
+    h.insert("content-type", "application/json".parse().expect("hv"));
+    if gzip {
+        h.insert("content-encoding", "gzip".parse().expect("hv"));
+    }
+    if query.contains("cookie=1") {
+        h.insert(
+            "set-cookie",
+            "session=s3cr3t; HttpOnly; Path=/".parse().expect("hv"),
+        );
+    }
+    if query.contains("no_transform=1") {
+        h.insert("cache-control", "no-transform".parse().expect("hv"));
+    }
+    r
+}
+
+/// engine.io v4 polling packets (`4` message, `\x1e` separated) of about `bytes` bytes.
+fn engineio_batch(bytes: usize) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while out.len() < bytes {
+        if !out.is_empty() {
+            out.push('\u{1e}');
+        }
+        out.push_str(&format!(
+            r#"42["cot",{{"uid":"ANDROID-{i:04}","lat":51.5,"lon":-0.12,"type":"a-f-G-U-C"}}]"#
+        ));
+        i += 1;
+    }
+    out
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {

@@ -11,6 +11,8 @@ use http::Uri;
 use serde::Deserialize;
 
 use super::checks::{in_range, invalid, positive};
+use super::compression::CompressionConfig;
+use super::http2::Http2Config;
 use super::tls::TlsConfig;
 use super::upstream::{uri_serde, validate_upstream_uri};
 use super::{default_max_connections, default_true, ConfigError};
@@ -86,6 +88,10 @@ pub struct HttpListenerConfig {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub cors: CorsConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
+    pub http2: Http2Config,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -190,6 +196,8 @@ impl HttpListenerConfig {
             server_name: None,
             tls: None,
             cors: CorsConfig::default(),
+            compression: CompressionConfig::default(),
+            http2: Http2Config::default(),
             routes: Vec::new(),
         }
     }
@@ -227,6 +235,8 @@ impl HttpListenerConfig {
             tls.validate(&format!("{key}.tls"))?;
         }
         self.cors.validate(&format!("{key}.cors"))?;
+        self.compression.validate(&format!("{key}.compression"))?;
+        self.http2.validate(&format!("{key}.http2"))?;
         let mut prefixes = HashSet::new();
         for (j, r) in self.routes.iter().enumerate() {
             let rkey = format!("{key}.route[{j}]");

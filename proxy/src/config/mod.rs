@@ -22,7 +22,9 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 mod checks;
+mod compression;
 mod http;
+mod http2;
 mod identity;
 mod into_cot;
 mod log;
@@ -32,7 +34,9 @@ mod stream;
 mod tls;
 mod upstream;
 
+pub use self::compression::CompressionConfig;
 pub use self::http::{CorsConfig, HttpListenerConfig, Profile, RouteConfig, DEFAULT_UI_ROOT};
+pub use self::http2::Http2Config;
 pub use self::identity::{IdentityConfig, UnavailableConfig};
 pub use self::log::{LogConfig, LogFilter, LogFormat};
 pub use self::reoriginate::ReoriginateConfig;

@@ -7,6 +7,11 @@
 //! (ranges, precompressed siblings, directories, the SPA fallback, large files) to `ServeDir`, so
 //! the two never differ in what they answer.
 //!
+//! A cached file also keeps its brotli and gzip copies, each made once (at a higher level than
+//! on-the-fly compression can afford) the first time a client asks for it and dropped with the
+//! entry when the file changes: a cold UI load costs no compression CPU after the first. The
+//! copies count against the budget.
+//!
 //! Freshness: an entry is checked against the file's inode, size and modification time at most
 //! once per `revalidate`, as nginx's `open_file_cache_valid` does, so a new UI deployment shows up
 //! within that interval. Bounds: a file over `max_file` is never cached, and the entries together
@@ -25,13 +30,15 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, PoisonError, RwLock,
+        Arc, OnceLock, PoisonError, RwLock,
     },
     time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
 use http::HeaderValue;
+
+use crate::http::compress::{encoder, Coding};
 
 /// How long an entry is served before the file is looked at again.
 pub const REVALIDATE: Duration = Duration::from_secs(1);
@@ -71,6 +78,9 @@ pub struct CachedFile {
     pub last_modified: HeaderValue,
     /// The modification time at HTTP-date precision, for `If-Modified-Since`.
     pub modified: httpdate::HttpDate,
+    /// The body compressed once per coding (brotli, gzip) when first asked for, and
+    /// dropped with the entry when the file changes; `None` inside when it did not shrink.
+    variants: [OnceLock<Option<Bytes>>; 2],
     stamp: Stamp,
     /// Milliseconds since the cache's epoch of the last check against the file system.
     checked_ms: AtomicU64,
@@ -178,26 +188,64 @@ impl FileCache {
         self.read().passes.len()
     }
 
+    /// `entry`'s body (the file at `path`) in `coding`, compressed now if this is the first ask;
+    /// `None` when the coding does not make it smaller. Two first asks at once may both
+    /// compress; one result is kept.
+    pub async fn variant(
+        &self,
+        path: &Path,
+        entry: &Arc<CachedFile>,
+        coding: Coding,
+    ) -> Option<Bytes> {
+        let slot = entry.variant_slot(coding);
+        if let Some(variant) = slot.get() {
+            return variant.clone();
+        }
+        let body = entry.body.clone();
+        let compressed = tokio::task::spawn_blocking(move || encoder::compress_all(coding, &body))
+            .await
+            .ok()?
+            .ok()?;
+        let kept = (compressed.len() < entry.body.len()).then_some(compressed);
+        let added = kept.as_ref().map_or(0, |b| b.len() as u64);
+        // Set under the lock, so that the bytes counted always match what the entries hold.
+        let mut state = self.write();
+        let current = state
+            .entries
+            .get(path)
+            .is_some_and(|e| Arc::ptr_eq(e, entry));
+        if slot.set(kept).is_ok() && current {
+            state.bytes += added;
+            self.evict(&mut state, path);
+        }
+        slot.get().cloned().flatten()
+    }
+
     fn insert(&self, path: PathBuf, entry: Arc<CachedFile>) {
         let mut state = self.write();
         state.passes.remove(&path);
-        let added = entry.body.len() as u64;
+        let added = entry.size();
         if let Some(old) = state.entries.insert(path.clone(), entry) {
-            state.bytes -= old.body.len() as u64;
+            state.bytes -= old.size();
         }
         state.bytes += added;
+        self.evict(&mut state, &path);
+    }
+
+    /// Evicts the least recently used entries other than `keep` until the budget is met.
+    fn evict(&self, state: &mut State, keep: &Path) {
         while state.bytes > self.budget {
             let Some(oldest) = state
                 .entries
                 .iter()
-                .filter(|(p, _)| **p != path)
+                .filter(|(p, _)| **p != keep)
                 .min_by_key(|(_, e)| e.last_use.load(Ordering::Relaxed))
                 .map(|(p, _)| p.clone())
             else {
                 break;
             };
             if let Some(evicted) = state.entries.remove(&oldest) {
-                state.bytes -= evicted.body.len() as u64;
+                state.bytes -= evicted.size();
             }
         }
     }
@@ -212,7 +260,7 @@ impl FileCache {
             .is_some_and(|e| Arc::ptr_eq(e, stale))
         {
             state.entries.remove(path);
-            state.bytes -= stale.body.len() as u64;
+            state.bytes -= stale.size();
         }
     }
 
@@ -236,6 +284,25 @@ impl FileCache {
 }
 
 impl CachedFile {
+    /// Bytes held: the file and its compressed copies.
+    fn size(&self) -> u64 {
+        let variants: usize = self
+            .variants
+            .iter()
+            .filter_map(|v| v.get()?.as_ref())
+            .map(Bytes::len)
+            .sum();
+        (self.body.len() + variants) as u64
+    }
+
+    fn variant_slot(&self, coding: Coding) -> &OnceLock<Option<Bytes>> {
+        let [br, gzip] = &self.variants;
+        match coding {
+            Coding::Br => br,
+            Coding::Gzip => gzip,
+        }
+    }
+
     /// Blocking: reads a regular file of at most `max_file` bytes that has no precompressed
     /// sibling, with the headers `ServeDir` would send for it.
     fn read(path: &Path, max_file: u64, now_ms: u64) -> Option<Self> {
@@ -269,6 +336,7 @@ impl CachedFile {
             etag: etag(stamp.len, stamp.modified)?,
             last_modified: HeaderValue::from_str(&modified.to_string()).ok()?,
             modified,
+            variants: Default::default(),
             stamp,
             checked_ms: AtomicU64::new(now_ms),
             last_use: AtomicU64::new(0),

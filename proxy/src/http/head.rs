@@ -23,7 +23,34 @@ pub fn canonicalize<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
     check_target_length(req.uri())?;
     check_transfer_encoding(req.headers())?;
     check_host(req.version(), req.headers())?;
+    join_cookies(req);
     absolute_form_to_host(req)
+}
+
+/// RFC 9113 §8.2.3: an HTTP/2 client may send each cookie as its own `cookie` field (browsers
+/// do, for HPACK's sake); they are joined with `"; "` into the one header an HTTP/1.1 upstream
+/// reads, or OTS's Flask would see them comma-joined and lose its session and XSRF cookies.
+fn join_cookies<B>(req: &mut Request<B>) {
+    if req.version() != Version::HTTP_2
+        || req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .nth(1)
+            .is_none()
+    {
+        return;
+    }
+    let joined: Vec<u8> = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        req.headers_mut().insert(header::COOKIE, value);
+    }
 }
 
 /// A Host value as RFC 9110 §7.2 allows it: `uri-host [":" port]`, no userinfo, a real port.
@@ -194,6 +221,19 @@ mod tests {
         let mut old = request("/", &[]);
         *old.version_mut() = Version::HTTP_10;
         assert!(canonicalize(&mut old).is_ok());
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined() {
+        let mut req = request("/", &[("cookie", "session=a"), ("cookie", "XSRF-TOKEN=b")]);
+        *req.version_mut() = Version::HTTP_2;
+        canonicalize(&mut req).unwrap();
+        let cookies: Vec<_> = req.headers().get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["session=a; XSRF-TOKEN=b"]);
+        // HTTP/1.1 is left as the client sent it (control).
+        let mut h1 = request("/", &[("host", "h"), ("cookie", "a=1"), ("cookie", "b=2")]);
+        canonicalize(&mut h1).unwrap();
+        assert_eq!(h1.headers().get_all(header::COOKIE).iter().count(), 2);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - `client_cert`: the client certificate escaped as nginx sends it to OTS.
 //! - `upgrade`: WebSocket upgrades relayed and tracked.
 //! - `cors`: the cross-origin policy, answered at the edge.
+//! - `compress`: answers compressed for the clients that take it.
 //! - `static_files`: the single-page UI from `ui_root`.
 //! - `file_cache`: small UI files held in memory.
 //! - `access`: the access-log line and request metrics at the end of each response.
@@ -17,6 +18,7 @@
 pub mod access;
 pub mod body;
 pub mod client_cert;
+pub mod compress;
 pub mod cors;
 pub mod engineio;
 pub mod file_cache;

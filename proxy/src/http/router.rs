@@ -225,7 +225,7 @@ fn custom_route(r: &RouteConfig) -> Action {
 }
 
 /// `/api` matches `/api` and `/api/x` but not `/apix`.
-fn segment_prefix(path: &str, prefix: &str) -> bool {
+pub(crate) fn segment_prefix(path: &str, prefix: &str) -> bool {
     path.strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

@@ -25,6 +25,7 @@ use crate::config::HttpListenerConfig;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::access::{Logged, RequestRecord};
 use crate::http::body::{self, Body, BoxError, SendProgress};
+use crate::http::compress::Compression;
 use crate::http::cors::{CorsPolicy, Decision};
 use crate::http::engineio;
 use crate::http::file_cache::FileCache;
@@ -47,6 +48,8 @@ pub struct HttpService {
     spa: StaticFiles,
     files: StaticFiles,
     cors: CorsPolicy,
+    /// `None` when the listener has compression off.
+    compression: Option<Compression>,
     forwarder: Arc<Forwarder>,
     heartbeat: Arc<Heartbeat>,
     metrics: HttpMetrics,
@@ -153,6 +156,7 @@ impl HttpService {
             spa: StaticFiles::new(&config.ui_root, true, cache.clone()),
             files: StaticFiles::new(&config.ui_root, false, cache),
             cors: CorsPolicy::new(&config.cors),
+            compression: Compression::new(&config.compression, config.tls.is_some()),
             forwarder,
             heartbeat,
             metrics,
@@ -225,6 +229,11 @@ impl HttpService {
         {
             return self.refuse(client, req.uri().path(), &e);
         }
+        // Taken from the normalised head, so `secret_paths` match what the upstream will see.
+        let wanted = self.compression.as_ref().map(|c| c.wanted(&req));
+        if let Some(wanted) = wanted {
+            req.extensions_mut().insert(wanted);
+        }
         let upgrade = upgrade::websocket_upgrade(req.method(), req.headers());
         let action = self.router.route(req.uri().path()).clone();
         let route = match (&action, upgrade.is_some()) {
@@ -265,6 +274,9 @@ impl HttpService {
                 }
             }
         };
+        if let (Some(compression), Some(wanted)) = (&self.compression, &wanted) {
+            compression.apply(wanted, &mut answer.response);
+        }
         self.cors
             .apply(answer.response.headers_mut(), allow.as_ref());
         answer

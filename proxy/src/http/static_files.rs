@@ -12,7 +12,9 @@
 //!   answers those with `index.html` and a scanner probing `/../` should see an error;
 //! - a 503 page naming the expected folder while the UI is missing, since a bare 404 on `/` sends
 //!   operators hunting in the wrong place;
-//! - the in-memory [`FileCache`] in front of `ServeDir` for whole, identity-encoded files.
+//! - the in-memory [`FileCache`] in front of `ServeDir` for whole files, with their brotli and
+//!   gzip copies made once (a file with a precompressed sibling on disk is left to `ServeDir`,
+//!   which prefers the sibling).
 
 use std::{
     convert::Infallible,
@@ -32,6 +34,7 @@ use tower_http::services::{fs::ServeFileSystemResponseBody, ServeDir, ServeFile}
 
 use crate::http::{
     body::{self, Body},
+    compress::{self, Coding, Wanted},
     file_cache::{self, CachedFile, FileCache},
 };
 
@@ -120,12 +123,27 @@ impl StaticFiles {
         let inner = &self.inner;
         let cached = match &target.file {
             Some(file) if inner.cache.is_enabled() && cacheable(&parts) => {
-                inner.cache.get(&inner.root.join(file)).await
+                let path = inner.root.join(file);
+                inner.cache.get(&path).await.map(|entry| (path, entry))
             }
             _ => None,
         };
+        let cached = match cached {
+            Some((path, file)) => {
+                let coding = parts
+                    .extensions
+                    .get::<Wanted>()
+                    .and_then(|wanted| worth_compressing(&file, wanted));
+                let encoded = match coding {
+                    Some(c) => inner.cache.variant(&path, &file, c).await.map(|v| (c, v)),
+                    None => None,
+                };
+                Some((file, encoded))
+            }
+            None => None,
+        };
         let mut res = match cached {
-            Some(file) => from_cache(&file, &parts.headers, head),
+            Some((file, encoded)) => from_cache(&file, &parts.headers, head, encoded),
             None => {
                 self.serve_from_disk(Request::from_parts(parts, ()), &target)
                     .await
@@ -322,9 +340,23 @@ fn cacheable(parts: &request::Parts) -> bool {
         .any(|name| name == b"*" || name.eq_ignore_ascii_case(b"identity"))
 }
 
+/// The coding a cached file goes out in for a request that `wanted` one (`compress` decides the
+/// same for everything else).
+fn worth_compressing(file: &CachedFile, wanted: &Wanted) -> Option<Coding> {
+    let coding = wanted.coding?;
+    (compress::compressible(&file.content_type) && file.body.len() as u64 >= wanted.min_size)
+        .then_some(coding)
+}
+
 /// A cached file, as `ServeDir` answers it: 304 when the client's copy is current (an
-/// `If-None-Match` decides alone when present, RFC 9110 §13.2.2), else the whole file.
-fn from_cache(file: &CachedFile, headers: &HeaderMap, head: bool) -> Response<Body> {
+/// `If-None-Match` decides alone when present, RFC 9110 §13.2.2), else the whole file, in
+/// `encoded` when that is given (whose validator is weak: a 304 says so too).
+fn from_cache(
+    file: &CachedFile,
+    headers: &HeaderMap,
+    head: bool,
+    encoded: Option<(Coding, bytes::Bytes)>,
+) -> Response<Body> {
     let not_modified = match headers.get(header::IF_NONE_MATCH) {
         Some(tags) => file_cache::none_match_fails(tags, &file.etag),
         None => headers
@@ -333,23 +365,34 @@ fn from_cache(file: &CachedFile, headers: &HeaderMap, head: bool) -> Response<Bo
             .and_then(|since| since.parse::<httpdate::HttpDate>().ok())
             .is_some_and(|since| file.modified <= since),
     };
+    let body = match &encoded {
+        Some((_, variant)) => variant.clone(),
+        None => file.body.clone(),
+    };
     let mut res = Response::new(if head || not_modified {
         body::empty()
     } else {
-        body::full(file.body.clone())
+        body::full(body)
     });
     if not_modified {
         *res.status_mut() = StatusCode::NOT_MODIFIED;
     }
     let out = res.headers_mut();
-    if !not_modified {
-        out.insert(header::CONTENT_TYPE, file.content_type.clone());
-        out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        out.insert(header::CONTENT_LENGTH, HeaderValue::from(file.body.len()));
-    }
     out.insert(header::LAST_MODIFIED, file.last_modified.clone());
     out.insert(header::ETAG, file.etag.clone());
+    if not_modified {
+        if encoded.is_some() {
+            compress::weaken_etag(out);
+        }
+        return res;
+    }
+    out.insert(header::CONTENT_TYPE, file.content_type.clone());
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(file.body.len()));
+    if let Some((coding, variant)) = &encoded {
+        compress::mark_encoded(out, *coding, Some(variant.len()));
+    }
     res
 }
 
