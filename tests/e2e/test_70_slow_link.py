@@ -284,8 +284,20 @@ def reconnects(figures: dict, name: str) -> int:
 @pytest.mark.timeout(STAY_S + 600)
 @pytest.mark.parametrize("ui", ["testpage", "ots"])
 def test_ui_on_a_slow_link_takgate_vs_nginx(env, browser_ready, tmp_path, ui):
-    """The map over WebSocket (socket.io-client upgrades from polling)."""
+    """The map over WebSocket (socket.io-client upgrades from polling): fewer bytes and h2 through
+    takgate, and no reconnect."""
     f = side_by_side(env, tmp_path, ui_folder(ui, env), ui, ["takgate", "nginx"])
+    t, n = f["takgate"]["rendered"], f["nginx"]["rendered"]
+    # Compression (nginx's default gzip_types is text/html alone) and HTTP/2 on the TLS listener.
+    assert t["protocols"].get("h2", 0) > 0 and "h2" not in n["protocols"], (t["protocols"], n["protocols"])
+    assert t["bytes"] < n["bytes"], (t["bytes"], n["bytes"])
+    if ui == "ots":
+        # Issue #16's goals: at most 35 % of nginx's bytes and 50 % of its time to the map. The
+        # bytes are asserted; the time is printed against its goal, and asserted only to be
+        # shorter (a debug build compresses the UI's first requests slowly, see the README).
+        print("goal: bytes <= 0.35 of nginx's, time to map <= 0.50 of nginx's")
+        assert t["bytes"] <= 0.35 * n["bytes"], (t["bytes"], n["bytes"])
+        assert t["ms"] < n["ms"], (t["ms"], n["ms"])
     # takgate answered OTS's PINGs on the WebSocket and the browser's PONGs came back in time.
     m = f["takgate"]["metrics"]
     assert metric(m, "takgate_socketio_pings_answered_total", transport="websocket") >= 1
