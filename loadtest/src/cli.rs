@@ -37,6 +37,8 @@ pub enum Command {
     /// A loopback CoT sink/echo (TCP, TLS, or OTS's TLS port with --ots), or an HTTP +
     /// WebSocket echo server.
     Sink(SinkArgs),
+    /// A TCP relay that emulates a slow link: delay and bandwidth per direction, loopback only.
+    Link(LinkArgs),
     /// Writes a CA, a server certificate (localhost, 127.0.0.1, ::1), an OTS server certificate
     /// (CN opentakserver) and client certificates.
     Certs(CertsArgs),
@@ -299,6 +301,35 @@ pub struct SinkArgs {
     /// Largest CoT frame accepted.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_frame: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// Loopback address to listen on; port 0 picks one. The bound address is printed as one
+    /// JSON line on stdout.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// host:port to relay every accepted connection to (loopback).
+    #[arg(long)]
+    pub target: String,
+    /// Round-trip time the link adds (half of it each way).
+    #[arg(long, default_value = "600ms", value_parser = parse_duration)]
+    pub rtt: Duration,
+    /// Bandwidth of each direction, shared by all connections: `1mbit`, `256kbit`, bits/s.
+    #[arg(long, default_value = "1mbit")]
+    pub rate: crate::link::Bandwidth,
+    /// Bytes a direction holds waiting to leave before it stops reading (the link's buffer).
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub queue: usize,
+    /// Largest segment put on the link at once.
+    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    pub mtu: usize,
+    /// Connecting to the target.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Exit after this long (default: on SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]

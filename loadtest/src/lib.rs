@@ -6,6 +6,7 @@
 //!   rate ([`http_client`], [`schedule`]);
 //! - `ws`: WebSocket clients timing echoes ([`ws_client`]);
 //! - `sink`: a CoT sink/echo and an HTTP + WebSocket echo server ([`sink`]);
+//! - `link`: a relay that emulates a slow link, delay and bandwidth per direction ([`link`]);
 //! - `certs`: a PKI for the server under test and the clients ([`tls`]).
 //!
 //! Every run reports HDR latency percentiles, throughput, errors by kind and connection setup
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod cot_client;
 pub mod cotgen;
 pub mod http_client;
+pub mod link;
 pub mod net;
 pub mod progress;
 pub mod report;
@@ -36,7 +38,7 @@ pub fn run_args(cmd: &Command) -> Option<&RunArgs> {
         Command::Http(a) => Some(&a.run),
         Command::Ws(a) => Some(&a.run),
         Command::Static(a) => Some(&a.run),
-        Command::Sink(_) | Command::Certs(_) => None,
+        Command::Sink(_) | Command::Link(_) | Command::Certs(_) => None,
     }
 }
 
@@ -48,8 +50,8 @@ pub async fn run_load(cmd: Command) -> anyhow::Result<Report> {
         Command::Http(a) => http_client::run(a, "http").await,
         Command::Static(a) => http_client::run(a.into_http(), "static").await,
         Command::Ws(a) => ws_client::run(a).await,
-        Command::Sink(_) | Command::Certs(_) => {
-            anyhow::bail!("sink and certs are not load runs")
+        Command::Sink(_) | Command::Link(_) | Command::Certs(_) => {
+            anyhow::bail!("sink, link and certs are not load runs")
         }
     }
 }
@@ -58,6 +60,7 @@ pub async fn run_load(cmd: Command) -> anyhow::Result<Report> {
 pub async fn main_async(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sink(a) => sink::run(a).await,
+        Command::Link(a) => link::run(a).await,
         Command::Certs(a) => {
             let pki = tls::Pki::generate(&a.out, a.clients)?;
             println!("{}", serde_json::to_string_pretty(&pki)?);

@@ -17,6 +17,7 @@ use cot::panics::Panics;
 use crate::admin::{Admin, Probes};
 use crate::config::{Config, HttpListenerConfig, StreamListenerConfig, TlsConfig};
 use crate::http::forward::Forwarder;
+use crate::http::heartbeat::{Heartbeat, HeartbeatMetrics};
 use crate::http::router::Router;
 use crate::http::service::HttpService;
 use crate::metrics::HttpMetrics;
@@ -95,6 +96,11 @@ impl App {
             &config.upstream,
             config.client_cert_header.clone(),
         )?);
+        let heartbeat = Arc::new(Heartbeat::new(
+            config.socketio.clone(),
+            HeartbeatMetrics::register(&registry)?,
+            forwarder.clone(),
+        ));
         let drain = Drain::new();
         let mut listeners = Vec::with_capacity(config.http.len());
         for (i, l) in config.http.iter().enumerate() {
@@ -114,7 +120,7 @@ impl App {
             let service = HttpService::new(
                 l,
                 router,
-                forwarder.clone(),
+                (forwarder.clone(), heartbeat.clone()),
                 metrics.clone(),
                 drain.clone(),
                 panics.clone(),

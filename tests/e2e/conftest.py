@@ -8,6 +8,7 @@ runs tests/e2e/ots-up itself (with $TAKGATE_BIN) and tests/e2e/ots-down at the e
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,16 @@ def conns():
     yield opened
     for c in opened:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def browser_ready():
+    """Debian's Chromium, node and the drivers' node_modules (playwright-core), all from ots-up."""
+    if not Path(otslib.CHROMIUM).exists():
+        pytest.fail(f"{otslib.CHROMIUM} missing: tests/e2e/ots-up installs Debian's chromium")
+    if not (otslib.BROWSER / "node_modules" / "playwright-core").is_dir():
+        pytest.fail("tests/e2e/browser/node_modules missing: tests/e2e/ots-up runs npm ci there")
+    assert shutil.which("node"), "node not found"
 
 
 @pytest.fixture(scope="session")

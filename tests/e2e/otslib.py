@@ -17,6 +17,7 @@ import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.parse
 import uuid
@@ -33,6 +34,8 @@ T = 10.0  # seconds: the deadline of any single network wait
 NS = "/socket.io"  # OTS's Socket.IO namespace
 E2E = Path(__file__).resolve().parent
 CA_PASSWORD = b"atakatak"  # OTS_CA_PASSWORD default
+BROWSER = E2E / "browser"  # the Chromium drivers (playwright-core) and the test page
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by ots-up
 
 
 # ----------------------------------------------------------------------------------- state
@@ -921,3 +924,79 @@ class GroupProbe:
                 self.conn.close()
             except Exception:
                 pass
+
+
+# ------------------------------------------------------------------------- child processes
+
+
+class JsonLines:
+    """A child process (a browser driver, `loadtest link`) that prints one JSON object per line on
+    stdout, read one at a time, every read under a deadline."""
+
+    def __init__(self, argv: list[str], cwd: Optional[Path] = None):
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=str(cwd) if cwd else None,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: "list[dict]" = []
+        self.cond = threading.Condition()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True).start()
+
+    def _read(self, stream, is_json):
+        for line in stream:
+            if not is_json:
+                self.stderr.append(line)
+                continue
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                msg = {"event": "noise", "line": line}
+            with self.cond:
+                self.lines.append(msg)
+                self.cond.notify_all()
+        with self.cond:
+            self.lines.append({"event": "eof"})
+            self.cond.notify_all()
+
+    def next(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i, msg in enumerate(self.lines):
+                    if msg.get("event") != "noise":
+                        return self.lines.pop(i)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{' '.join(map(str, self.proc.args[:2]))} said nothing for {timeout}s; stderr: {''.join(self.stderr)[-2000:]}"
+                    )
+                self.cond.wait(left)
+
+    def send(self, obj: dict):
+        self.proc.stdin.write(json.dumps(obj) + "\n")
+        self.proc.stdin.flush()
+
+    def signal(self, sig: int):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def close(self, sig: Optional[int] = None):
+        """Closes stdin (the drivers end on EOF), or sends `sig` (SIGTERM for `loadtest link`),
+        and waits 15 s for the exit before a SIGKILL."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if sig is not None:
+            self.signal(sig)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)

@@ -13,7 +13,7 @@ def test_ui_is_served_by_takgate(env):
     # SPA fallback: an unknown path gets index.html too (nginx try_files $uri /index.html).
     r = otslib.requests.get(env.web + "/map/some/route", timeout=otslib.T)
     assert r.status_code == 200 and "OpenTAK Server through takgate" in r.text
-    r = otslib.requests.get(env.web + "/socket.io.min.js", timeout=otslib.T)
+    r = otslib.requests.get(env.web + "/vendor/socket.io.min.js", timeout=otslib.T)
     assert r.status_code == 200 and len(r.content) > 10_000
 
 

@@ -8,11 +8,6 @@ tests/artifacts/."""
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,89 +15,16 @@ import pytest
 import otslib
 from otslib import sa_event
 
-BROWSER = otslib.E2E / "browser"
-CHROMIUM = "/usr/bin/chromium"
-
-
-class Driver:
-    """run.mjs as a child process, one JSON line at a time, every read under a deadline."""
-
-    def __init__(self, args: list[str]):
-        self.proc = subprocess.Popen(
-            ["node", str(BROWSER / "run.mjs"), *args],
-            cwd=str(BROWSER),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: "list[dict]" = []
-        self.cond = threading.Condition()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True).start()
-
-    def _read(self, stream, is_json):
-        for line in stream:
-            if not is_json:
-                self.stderr.append(line)
-                continue
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                msg = {"event": "noise", "line": line}
-            with self.cond:
-                self.lines.append(msg)
-                self.cond.notify_all()
-        with self.cond:
-            self.lines.append({"event": "eof"})
-            self.cond.notify_all()
-
-    def next(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for i, msg in enumerate(self.lines):
-                    if msg.get("event") != "noise":
-                        return self.lines.pop(i)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"browser driver said nothing for {timeout}s; stderr: {''.join(self.stderr)[-2000:]}"
-                    )
-                self.cond.wait(left)
-
-    def send(self, obj: dict):
-        self.proc.stdin.write(json.dumps(obj) + "\n")
-        self.proc.stdin.flush()
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def browser_ready():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: tests/e2e/ots-up installs Debian's chromium")
-    if not (BROWSER / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("tests/e2e/browser/node_modules missing: tests/e2e/ots-up runs npm ci there")
-    assert shutil.which("node"), "node not found"
 
 
 def test_cot_from_pytak_appears_in_browser_within_2s(env, admin, browser_ready, artifacts):
     _, cert, key = otslib.new_user_with_cert(admin, env, "e2ebrowser")
     shot = artifacts / "e2e-browser.png"
     shot.unlink(missing_ok=True)
-    drv = Driver(
+    drv = otslib.JsonLines(
         [
+            "node",
+            str(otslib.BROWSER / "run.mjs"),
             "--url",
             env.web + "/",
             "--user",
@@ -112,10 +34,11 @@ def test_cot_from_pytak_appears_in_browser_within_2s(env, admin, browser_ready, 
             "--screenshot",
             str(shot),
             "--chromium",
-            CHROMIUM,
+            otslib.CHROMIUM,
             "--timeout",
             "20000",
-        ]
+        ],
+        cwd=otslib.BROWSER,
     )
     try:
         ready = drv.next(60)

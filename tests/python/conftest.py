@@ -94,24 +94,7 @@ def takgate(tmp_path):
     assert not failures, "\n".join(failures)
 
 
-def web_config(upstream_url: str, ui_root: Path, extra: str = "") -> str:
-    """A config with one plain `web` listener in front of `upstream_url`."""
-    return f"""
-client_cert_header = "X-Ssl-Cert"
-
-[upstream]
-url = {toml_str(upstream_url)}
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[http]]
-name = "web"
-listen = "127.0.0.1:0"
-profile = "web"
-ui_root = {toml_str(ui_root)}
-{extra}
-"""
+web_config = harness.web_config  # shared with the e2e tier
 
 
 def marti_listener(pki: harness.Pki, client_auth: str = "required", name: str = "marti", profile: str = "marti") -> str:

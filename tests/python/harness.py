@@ -243,6 +243,26 @@ def toml_str(value) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
+def web_config(upstream_url: str, ui_root: Path, extra: str = "") -> str:
+    """A config with one plain `web` listener in front of `upstream_url`."""
+    return f"""
+client_cert_header = "X-Ssl-Cert"
+
+[upstream]
+url = {toml_str(upstream_url)}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[http]]
+name = "web"
+listen = "127.0.0.1:0"
+profile = "web"
+ui_root = {toml_str(ui_root)}
+{extra}
+"""
+
+
 # --------------------------------------------------------------------------- PKI
 
 

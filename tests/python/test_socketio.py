@@ -117,11 +117,19 @@ def test_engineio_pings_pass_unbuffered(takgate, fake_ots_factory, ui_root, tran
         sioutil.roundtrip(sio, events)
 
 
-def test_polling_handshake_headers(web_gate):
-    """The polling open packet arrives intact through takgate."""
+def test_polling_handshake_headers(web_gate, takgate, fake_ots, ui_root):
+    """The polling open packet arrives through takgate with the edge heartbeat's pingTimeout
+    (`[socketio] client_timeout`, 20 s) in place of OTS's 1 s, the rest as OTS sent it; with
+    `edge_heartbeat = false`, intact."""
     r = sioutil.polling_handshake(web_gate.url("web"), web_gate.url("web"))
     assert r.status_code == 200
-    assert r.text.startswith("0{") and '"pingTimeout":1000' in r.text
+    assert r.text.startswith("0{"), r.text
+    open_packet = json.loads(r.text[1:])
+    assert open_packet["pingTimeout"] == 20000, open_packet
+    assert open_packet["pingInterval"] == 25000 and open_packet["sid"], open_packet
+    off = takgate(web_config(fake_ots.url, ui_root, "[socketio]\nedge_heartbeat = false\n"))
+    r_off = sioutil.polling_handshake(off.url("web"), off.url("web"))
+    assert r_off.status_code == 200 and '"pingTimeout":1000' in r_off.text, r_off.text
     r2 = requests.get(f"{web_gate.url('web')}/api/health", timeout=T)
     assert r2.status_code == 200 and r2.json() == {"status": "healthy"}
     assert harness.hostport(web_gate.addr("web"))[0] == "127.0.0.1"

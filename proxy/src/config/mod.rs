@@ -29,6 +29,7 @@ mod identity;
 mod into_cot;
 mod log;
 mod reoriginate;
+mod socketio;
 mod stream;
 mod tls;
 mod upstream;
@@ -39,6 +40,7 @@ pub use self::http2::Http2Config;
 pub use self::identity::{IdentityConfig, UnavailableConfig};
 pub use self::log::{LogConfig, LogFilter, LogFormat};
 pub use self::reoriginate::ReoriginateConfig;
+pub use self::socketio::SocketIoConfig;
 pub use self::stream::{
     LimitPolicyConfig, LimitsConfig, MalformedConfig, StreamListenerConfig, StreamMode,
     UpstreamAddr,
@@ -81,6 +83,7 @@ pub struct Config {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub memory: MemoryConfig,
+    pub socketio: SocketIoConfig,
     /// With neither `[[http]]` nor `[[stream]]` in the file, the built-in listeners run (those
     /// of `Config::default()`); with either, exactly the listeners the file lists.
     #[serde(default)]
@@ -99,6 +102,7 @@ impl Default for Config {
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
             memory: MemoryConfig::default(),
+            socketio: SocketIoConfig::default(),
             http: vec![HttpListenerConfig::builtin()],
             stream: vec![StreamListenerConfig::builtin()],
         }
@@ -313,6 +317,7 @@ impl Config {
                 .map_err(|_| invalid("client_cert_header", "not a valid header name"))?;
         self.log.validate()?;
         self.upstream.validate()?;
+        self.socketio.validate()?;
         if self.memory.stream_budget.as_u64() < MemoryConfig::MIN_STREAM_BUDGET.as_u64() {
             return Err(invalid(
                 "memory.stream_budget",

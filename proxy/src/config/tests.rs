@@ -29,6 +29,10 @@ access_log = false
 grace = "45s"
 websocket_grace = "2s"
 
+[socketio]
+edge_heartbeat = false
+client_timeout = "45s"
+
 [[http]]
 name = "redirect"
 listen = "0.0.0.0:80"
@@ -150,6 +154,8 @@ fn full_example_parses_every_key() {
     assert!(!c.log.access_log);
     assert_eq!(c.shutdown.grace, Duration::from_secs(45));
     assert_eq!(c.shutdown.websocket_grace, Duration::from_secs(2));
+    assert!(!c.socketio.edge_heartbeat);
+    assert_eq!(c.socketio.client_timeout, Duration::from_secs(45));
 
     let names: Vec<_> = c.http.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["redirect", "web", "web-tls", "marti", "enroll"]);
@@ -245,6 +251,8 @@ fn empty_config_is_one_web_listener_in_front_of_local_ots() {
     assert!(c.log.access_log);
     assert_eq!(c.shutdown.grace, Duration::from_secs(30));
     assert_eq!(c.shutdown.websocket_grace, Duration::from_secs(5));
+    assert!(c.socketio.edge_heartbeat);
+    assert_eq!(c.socketio.client_timeout, Duration::from_secs(20));
 
     assert_eq!(c.http.len(), 1);
     let l = &c.http[0];
@@ -771,6 +779,16 @@ fn bad_client_cert_header() {
         &["client_cert_header"],
     );
     assert_rejected("client_cert_header = \"\"\n", &["client_cert_header"]);
+}
+
+#[test]
+fn socketio_client_timeout_out_of_range_is_rejected() {
+    for t in ["0s", "500ms", "11m"] {
+        assert_rejected(
+            &format!("[socketio]\nclient_timeout = \"{t}\"\n"),
+            &["socketio.client_timeout"],
+        );
+    }
 }
 
 #[test]

@@ -27,9 +27,11 @@ use crate::http::access::{Logged, RequestRecord};
 use crate::http::body::{self, Body, BoxError, SendProgress};
 use crate::http::compress::Compression;
 use crate::http::cors::{CorsPolicy, Decision};
+use crate::http::engineio;
 use crate::http::file_cache::FileCache;
 use crate::http::forward::{self, ClientInfo, Forwarder};
 use crate::http::head;
+use crate::http::heartbeat::{self, Heartbeat};
 use crate::http::path;
 use crate::http::router::{Action, ProxyRoute, RouteClass, Router};
 use crate::http::static_files::StaticFiles;
@@ -49,6 +51,7 @@ pub struct HttpService {
     /// `None` when the listener has compression off.
     compression: Option<Compression>,
     forwarder: Arc<Forwarder>,
+    heartbeat: Arc<Heartbeat>,
     metrics: HttpMetrics,
     /// This listener's per-request series, resolved once.
     requests: Arc<ListenerMetrics>,
@@ -97,6 +100,14 @@ impl<B: RequestBody> tower::Service<Request<B>> for ClientService {
 }
 
 /// How a request was answered, for the record.
+/// A long-polling GET the edge heartbeat reads the answer of.
+enum Polling {
+    /// Its answer is the OPEN packet.
+    Handshake,
+    /// A session's: its answer may hold PINGs.
+    Session(String),
+}
+
 struct Answer {
     response: Response<Body>,
     route: RouteClass,
@@ -119,7 +130,7 @@ impl HttpService {
     pub fn new(
         config: &HttpListenerConfig,
         router: Router,
-        forwarder: Arc<Forwarder>,
+        (forwarder, heartbeat): (Arc<Forwarder>, Arc<Heartbeat>),
         metrics: HttpMetrics,
         drain: Drain,
         panics: Panics,
@@ -150,6 +161,7 @@ impl HttpService {
             compression: Compression::new(&config.compression, config.tls.is_some()),
             forwarder,
             requests: Arc::new(metrics.listener(&config.name)),
+            heartbeat,
             metrics,
             drain,
             panics,
@@ -296,10 +308,38 @@ impl HttpService {
         }
         let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
         let progress = SendProgress::new();
-        let req = req.map(|b| forward::request_body(b, limit, self.body_read_timeout, &progress));
+        let mut req =
+            req.map(|b| forward::request_body(b, limit, self.body_read_timeout, &progress));
+        // Socket.IO with the edge heartbeat: a long-polling request's session, and a WebSocket
+        // without permessage-deflate (takgate reads its frames).
+        let edge_heartbeat = route.class == RouteClass::SocketIo && self.heartbeat.enabled();
+        let poll_sid = edge_heartbeat
+            .then(|| engineio::polling_sid(req.uri().query()).map(str::to_owned))
+            .flatten();
+        let handshake = edge_heartbeat
+            && req.method() == http::Method::GET
+            && engineio::is_polling_handshake(req.uri().query());
+        if edge_heartbeat && upgrade.is_some() {
+            req.headers_mut().remove(header::SEC_WEBSOCKET_EXTENSIONS);
+        }
+        if poll_sid.is_some() || handshake {
+            // OTS gzips polling payloads of 1 KiB and more; takgate must read them.
+            req.headers_mut().remove(header::ACCEPT_ENCODING);
+        }
+        if let Some(sid) = poll_sid
+            .as_deref()
+            .filter(|_| req.method() == http::Method::POST)
+        {
+            match self.polling_post(sid, req).await? {
+                Ok(r) => req = r,
+                Err(answered) => return Ok(Answer::local(answered, class)),
+            }
+        }
         let req =
             self.forwarder
                 .upstream_request(route, client, &self.default_host, upgrade, req)?;
+        let upstream_uri = req.uri().clone();
+        let req_is_get = req.method() == http::Method::GET;
         let forwarded = self.forwarder.send(&route.upstream, req, &progress).await?;
         self.requests
             .upstream_ttfb(class, forwarded.ttfb.as_secs_f64());
@@ -313,10 +353,20 @@ impl HttpService {
                     Some("101 Switching Protocols to a request that asked for no upgrade".into()),
                 ));
             };
+            // An upstream that still chose an extension gets its bytes relayed untouched.
+            let how = if edge_heartbeat
+                && !resp
+                    .headers()
+                    .contains_key(header::SEC_WEBSOCKET_EXTENSIONS)
+            {
+                upgrade::Relay::Heartbeat(self.heartbeat.clone(), limit)
+            } else {
+                upgrade::Relay::Bytes
+            };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             upgrade::spawn_relay(
-                client_upgrade,
-                upstream_upgrade,
+                (client_upgrade, upstream_upgrade),
+                how,
                 self.metrics.clone(),
                 self.name.clone(),
                 class,
@@ -330,11 +380,102 @@ impl HttpService {
             });
         }
         let timeout = self.forwarder.response_timeout();
+        let mut response = resp.map(|b| forward::response_body(b, timeout));
+        let polling = match poll_sid {
+            Some(sid) if req_is_get => Some(Polling::Session(sid)),
+            _ if handshake => Some(Polling::Handshake),
+            _ => None,
+        };
+        if let Some(polling) = polling.filter(|_| response.status() == StatusCode::OK) {
+            response = self
+                .polling_answer(polling, route, upstream_uri, response)
+                .await?;
+        }
         Ok(Answer {
-            response: resp.map(|b| forward::response_body(b, timeout)),
+            response,
             route: class,
             upstream_time: Some(forwarded.ttfb),
         })
+    }
+
+    /// A browser's long-polling POST: read whole (if small enough to be a heartbeat's), its
+    /// PONGs taken out by the edge heartbeat. `Err` is the answer when nothing is left to send.
+    async fn polling_post(
+        &self,
+        sid: &str,
+        req: Request<Body>,
+    ) -> Result<Result<Request<Body>, Response<Body>>, ProxyError> {
+        if declared_length(&req).is_none_or(|n| n > heartbeat::MAX_INSPECTED) {
+            return Ok(Ok(req));
+        }
+        let (mut parts, b) = req.into_parts();
+        let payload = b
+            .collect()
+            .await
+            .map_err(|e| ProxyError::new(ErrorKind::DownstreamBody, None, Some(e)))?
+            .to_bytes();
+        Ok(match self.heartbeat.on_poll_post(sid, payload) {
+            Some(rest) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(rest.len()));
+                Ok(Request::from_parts(parts, body::full(rest)))
+            }
+            // What python-engineio answers a POST.
+            None => Err(Response::builder()
+                .header(header::CONTENT_TYPE, "text/html; charset=UTF-8")
+                .body(body::full("ok"))
+                .map_err(|e| ProxyError::new(ErrorKind::Internal, None, Some(e.into())))?),
+        })
+    }
+
+    /// OTS's answer to a long-polling GET: read whole (if small enough to hold a heartbeat),
+    /// handed to the edge heartbeat (a session's: PINGs answered; a handshake's: the OPEN packet
+    /// rewritten), and sent on.
+    async fn polling_answer(
+        &self,
+        polling: Polling,
+        route: &ProxyRoute,
+        upstream_uri: http::Uri,
+        response: Response<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let len = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        // Encoded despite the request (see `proxy`): not readable, sent on as it is.
+        let encoded = response.headers().contains_key(header::CONTENT_ENCODING);
+        if encoded || len.is_none_or(|n| n > heartbeat::MAX_INSPECTED) {
+            return Ok(response);
+        }
+        let (mut parts, b) = response.into_parts();
+        let mut payload = b
+            .collect()
+            .await
+            .map_err(|e| {
+                ProxyError::new(
+                    ErrorKind::UpstreamProtocol,
+                    Some(route.upstream.uri.to_string()),
+                    Some(e),
+                )
+            })?
+            .to_bytes();
+        match polling {
+            Polling::Session(sid) => {
+                self.heartbeat
+                    .on_poll_answer(&sid, route.upstream.clone(), upstream_uri, &payload)
+            }
+            Polling::Handshake => {
+                if let Some(open) = self.heartbeat.open_packet(&payload) {
+                    payload = Bytes::from(open);
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(payload.len()));
+                }
+            }
+        }
+        Ok(Response::from_parts(parts, body::full(payload)))
     }
 
     /// Answers a request takgate will not act on: counted, and the connection closed after the

@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use cot::panics::Panics;
 
 use crate::counted::Counted;
+use crate::http::heartbeat::Heartbeat;
 use crate::http::router::RouteClass;
 use crate::metrics::HttpMetrics;
 use cot::listener::Drain;
@@ -40,12 +41,21 @@ pub fn websocket_upgrade(method: &http::Method, headers: &HeaderMap) -> Option<H
     (connection_upgrade && is_websocket).then(|| upgrade.clone())
 }
 
+/// How an upgraded connection is relayed.
+pub enum Relay {
+    /// Byte for byte.
+    Bytes,
+    /// As a Socket.IO WebSocket whose heartbeats takgate answers, messages of at most the given
+    /// size.
+    Heartbeat(std::sync::Arc<Heartbeat>, usize),
+}
+
 /// Relays the two upgraded connections until either side closes or shutdown cuts them, on a
 /// task of its own guarded as connection tasks are (`guard`: the listener's `Panics` and the
 /// client's address).
 pub fn spawn_relay(
-    client: OnUpgrade,
-    upstream: OnUpgrade,
+    (client, upstream): (OnUpgrade, OnUpgrade),
+    how: Relay,
     metrics: HttpMetrics,
     listener: std::sync::Arc<str>,
     route: RouteClass,
@@ -60,7 +70,7 @@ pub fn spawn_relay(
             .guard(
                 &name,
                 peer,
-                relay(client, upstream, metrics, listener, route, drain),
+                relay(client, upstream, how, metrics, listener, route, drain),
             )
             .await
     });
@@ -69,6 +79,7 @@ pub fn spawn_relay(
 async fn relay(
     client: OnUpgrade,
     upstream: OnUpgrade,
+    how: Relay,
     metrics: HttpMetrics,
     listener: std::sync::Arc<str>,
     route: RouteClass,
@@ -86,6 +97,12 @@ async fn relay(
     let (to_upstream, to_client) = metrics.websocket_counters(&listener, route);
     let mut client = Counted::new(TokioIo::new(client), to_upstream);
     let mut upstream = Counted::new(TokioIo::new(upstream), to_client);
+    if let Relay::Heartbeat(heartbeat, max_message) = how {
+        heartbeat
+            .relay_websocket(client, upstream, max_message, drain.upgrades_closing())
+            .await;
+        return;
+    }
     tokio::select! {
         res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
             if let Err(e) = res {

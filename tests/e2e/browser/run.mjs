@@ -8,11 +8,8 @@
 //      (ms counted from the moment the expect line was read), or {"event":"error", ...}
 //   then a screenshot is written and {"event":"done"} printed.
 // Arguments: --url U --user U --password P --screenshot FILE [--chromium PATH] [--timeout MS]
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { launch, loginTestPage } from "./chromium.mjs";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, v, i, a) => (i % 2 === 0 ? [...acc, [v.replace(/^--/, ""), a[i + 1]]] : acc), []),
@@ -27,37 +24,17 @@ const nextLine = () =>
     lines.once("line", (l) => { clearTimeout(t); resolve(l); });
   });
 
-const profile = mkdtempSync(join(tmpdir(), "takgate-e2e-chromium-"));
 let browser;
 const consoleLog = [];
 try {
-  // A new, empty profile (--user-data-dir) for every run; playwright passes it itself.
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: args.chromium || "/usr/bin/chromium",
-    headless: true,
-    timeout,
-    viewport: { width: 1280, height: 720 },
-    // Debian's chromium as root on a machine without a network: no sandbox, no background traffic.
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
-  const page = browser.pages()[0] || (await browser.newPage());
-  page.setDefaultTimeout(timeout);
+  const launched = await launch(args.chromium, timeout);
+  browser = launched.context;
+  const page = launched.page;
   page.on("console", (m) => consoleLog.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => consoleLog.push(`pageerror: ${e.message}`));
 
   await page.goto(args.url, { timeout });
-  await page.fill("#username", args.user);
-  await page.fill("#password", args.password);
-  await page.click("#submit");
-  await page.waitForFunction(
-    () => /^connected|error|disconnected|Error/.test(document.getElementById("status").textContent),
-    null, { timeout },
-  );
-  const status = await page.textContent("#status");
-  if (!status.startsWith("connected")) throw new Error(`page status: ${status}`);
+  const status = await loginTestPage(page, args.user, args.password, timeout);
   out({ event: "ready", status, me: await page.textContent("#me") });
 
   const { expect, lat } = JSON.parse(await nextLine());
@@ -77,5 +54,4 @@ try {
 } finally {
   if (browser) await browser.close().catch(() => {});
   lines.close();
-  rmSync(profile, { recursive: true, force: true });
 }
