@@ -43,14 +43,13 @@ impl Panics {
     }
 
     /// Runs one connection's future. If it panics, the panic stops here: the connection's
-    /// resources are dropped (closing its sockets), the panic is counted and logged, and the
-    /// caller's task ends normally.
+    /// resources are dropped (closing its sockets), then the panic is counted and logged, and
+    /// the caller's task ends normally. A peer can therefore see the close before the count.
     ///
     /// Code after this call still runs when the connection panicked, so gauges decremented
-    /// after it stay right.
-    /// `conn`, with a panic in it caught, counted and logged. Built without an `async fn` taking
-    /// `conn` by value: such a state machine keeps a moved-from copy of `conn` beside the one it
-    /// polls, which cost every connection 5.8 KiB (loadtest/bench cot-idle-10k).
+    /// after it stay right. Built without an `async fn` taking `conn` by value: such a state
+    /// machine keeps a moved-from copy of `conn` beside the one it polls, which cost every
+    /// connection 5.8 KiB (loadtest/bench cot-idle-10k).
     pub fn guard<'a, F>(
         &'a self,
         listener: &'a str,
