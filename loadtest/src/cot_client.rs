@@ -89,6 +89,8 @@ pub async fn run(args: CotArgs) -> anyhow::Result<Report> {
 async fn client(i: usize, ctx: Arc<Ctx>, start: Start) {
     let shared = &ctx.shared;
     let tls = ctx.tls(i);
+    // Built during setup, not when sending starts: it parses its templates.
+    let gen = (!shared.plan.idle).then(|| CotGen::new(i as u32, ctx.payload, ctx.size));
     let connect = async {
         net::connect(ctx.addr, tls.as_ref(), shared.plan.timeout, &shared.stats)
             .await
@@ -100,16 +102,22 @@ async fn client(i: usize, ctx: Arc<Ctx>, start: Start) {
     let (r, w) = tokio::io::split(io);
     let link = Link::new(shared, i);
     let reader = read_loop(r, open, &link, shared.plan.idle);
-    if shared.plan.idle {
+    let Some(gen) = gen else {
         reader.await;
         return;
-    }
-    tokio::join!(reader, write_loop(i, w, go, &ctx, &link));
+    };
+    tokio::join!(reader, write_loop(i, w, go, gen, &ctx, &link));
 }
 
-async fn write_loop(i: usize, mut w: WriteHalf<BoxIo>, go: Instant, ctx: &Ctx, link: &Link<'_>) {
+async fn write_loop(
+    i: usize,
+    mut w: WriteHalf<BoxIo>,
+    go: Instant,
+    mut gen: CotGen,
+    ctx: &Ctx,
+    link: &Link<'_>,
+) {
     let pacer = link.pacer(go);
-    let mut gen = CotGen::new(i as u32, ctx.payload, ctx.size);
     let mut buf = Vec::with_capacity(ctx.size.unwrap_or(2048));
     while let Some((slot, sent)) = pacer.next().await {
         let stamp = Stamp {

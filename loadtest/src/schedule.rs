@@ -132,7 +132,10 @@ impl Schedule {
         // At a fixed rate, slots due before the end are handed out even when the end has
         // passed (a backlog is latency to report; the late limit bounds it); at `max` the
         // slot is due now, so the end stops it.
-        let intended = self.intended(index).unwrap_or_else(Instant::now);
+        // At `max` nothing is sent before the schedule's start.
+        let intended = self
+            .intended(index)
+            .unwrap_or_else(|| Instant::now().max(self.start));
         if intended >= self.end || !self.budget.take() {
             return None;
         }
