@@ -285,7 +285,7 @@ fn upstream_uri(base: &Uri, strip: Option<&str>, req: &Uri) -> Result<Uri, http:
 }
 
 /// Sorts a client error into an [`ErrorKind`] by walking its causes.
-fn classify(upstream: &Uri, err: hyper_util::client::legacy::Error) -> ProxyError {
+fn classify(upstream: &Uri, err: cot::upstream_client::Error) -> ProxyError {
     let kind = {
         let mut kind = if err.is_connect() {
             ErrorKind::UpstreamConnect
