@@ -16,10 +16,12 @@ pub mod metrics;
 mod outbox;
 mod relay;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -266,7 +268,9 @@ impl Gateway {
         let peer = peer_of(addr, tls.get_ref().1);
         // Held for as long as the session runs.
         let _cn_session = if self.config.mode.framed() {
-            match self.admit(&peer).await {
+            // Boxed: its state is needed only here, and inline it would be part of every
+            // session's for as long as the session lasts.
+            match Box::pin(self.admit(&peer)).await {
                 Ok(held) => held,
                 Err(reason) => return self.refuse(&peer, reason),
             }
@@ -304,20 +308,24 @@ impl Gateway {
     }
 
     /// Relays until the session ends (framed or as bytes, by mode), and counts how it ended.
-    async fn session<C, U>(&self, client: C, upstream: U, peer: &Peer)
+    /// Not an `async fn`, for the reason [`relay::run`] gives.
+    fn session<'a, C, U>(
+        &'a self,
+        client: C,
+        upstream: U,
+        peer: &'a Peer,
+    ) -> impl Future<Output = ()> + Send + 'a
     where
-        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
-        U: relay::Upstream,
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'a,
+        U: relay::Upstream + 'a,
     {
         let (name, addr) = (&self.config.name, peer.addr);
         tracing::debug!(listener = %name, client = ?addr, cn = ?peer.cn, "session started");
-        let reason = if self.config.mode.framed() {
-            relay::framed(self, client, upstream, peer).await
-        } else {
-            relay::copy(self, client, upstream).await
-        };
-        self.metrics.closed(reason);
-        tracing::debug!(listener = %name, client = ?addr, reason, "session ended");
+        let framed = self.config.mode.framed().then_some(peer);
+        relay::run(self, client, upstream, framed).map(move |reason| {
+            self.metrics.closed(reason);
+            tracing::debug!(listener = %name, client = ?addr, reason, "session ended");
+        })
     }
 
     fn refuse(&self, peer: &Peer, reason: Refusal) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -80,24 +80,6 @@ impl Session {
     }
 }
 
-/// Relays bytes unframed (passthrough and raw modes).
-pub(super) async fn copy<C, U>(gw: &Gateway, client: C, upstream: U) -> &'static str
-where
-    C: AsyncRead + AsyncWrite + Send + Unpin,
-    U: Upstream,
-{
-    run(gw, client, upstream, None).await
-}
-
-/// Relays CoT framed both ways, closing the session if its user stops being active.
-pub(super) async fn framed<C, U>(gw: &Gateway, client: C, upstream: U, peer: &Peer) -> &'static str
-where
-    C: AsyncRead + AsyncWrite + Send + Unpin,
-    U: Upstream,
-{
-    run(gw, client, upstream, Some(peer)).await
-}
-
 /// Writes the PROXY v2 header for `peer` as the first bytes upstream.
 pub(super) async fn send_proxy_header(
     upstream: &mut TcpStream,
@@ -118,14 +100,41 @@ pub(super) async fn send_proxy_header(
     upstream.write_all(&header).await
 }
 
-async fn run<C, U>(gw: &Gateway, client: C, upstream: U, peer: Option<&Peer>) -> &'static str
+/// Relays until the session ends, and says how it ended: CoT framed both ways with `peer` (the
+/// session closing if its user stops being active), bytes unframed without (passthrough, raw).
+///
+/// Not an `async fn`: one taking `client` and `upstream` by value keeps them in its state beside
+/// the halves it splits them into, and so did each `async fn` on the way here (a TLS stream is
+/// 1.2 KiB); with the callers' copies, 6.8 KiB of every held session (loadtest/bench
+/// cot-idle-10k). The streams are split now; the future holds the halves.
+pub(super) fn run<'a, C, U>(
+    gw: &'a Gateway,
+    client: C,
+    upstream: U,
+    peer: Option<&'a Peer>,
+) -> impl Future<Output = &'static str> + Send + 'a
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'a,
+    U: Upstream + 'a,
+{
+    let (client_r, client_w) = tokio::io::split(client);
+    let (upstream_r, upstream_w) = upstream.split();
+    relay::<C, U>(gw, client_r, client_w, upstream_r, upstream_w, peer)
+}
+
+async fn relay<C, U>(
+    gw: &Gateway,
+    client_r: ReadHalf<C>,
+    client_w: WriteHalf<C>,
+    upstream_r: U::Read,
+    upstream_w: U::Write,
+    peer: Option<&Peer>,
+) -> &'static str
 where
     C: AsyncRead + AsyncWrite + Send + Unpin,
     U: Upstream,
 {
     let session = Arc::new(Session::new());
-    let (client_r, client_w) = tokio::io::split(client);
-    let (upstream_r, upstream_w) = upstream.split();
     // What OTS sends is only delimited: validating it costs about as much as relaying it, and
     // the client-to-OTS direction, where hostile input comes from, keeps full validation.
     let framers = peer.map(|_| {
@@ -469,8 +478,8 @@ fn take_frames(
 
 /// The connection to OTS: plain TCP, or TLS in reoriginate mode.
 pub(super) trait Upstream {
-    type Read: Source;
-    type Write: AsyncWrite + Unpin;
+    type Read: Source + Send;
+    type Write: AsyncWrite + Unpin + Send;
     fn split(self) -> (Self::Read, Self::Write);
 }
 
@@ -485,7 +494,7 @@ impl Upstream for TcpStream {
 
 impl Upstream for tokio_rustls::client::TlsStream<TcpStream> {
     type Read = ReadHalf<Self>;
-    type Write = tokio::io::WriteHalf<Self>;
+    type Write = WriteHalf<Self>;
 
     fn split(self) -> (Self::Read, Self::Write) {
         tokio::io::split(self)

@@ -130,7 +130,8 @@ impl Forwarder {
     }
 
     /// Rewrites a client request for `route`: target URI, hop-by-hop headers, Host and the
-    /// X-Forwarded family, and the client certificate header.
+    /// X-Forwarded family, and the client certificate header. `req` has passed
+    /// [`head::canonicalize`], so its Host, if any, is valid.
     pub fn upstream_request(
         &self,
         route: &ProxyRoute,
@@ -141,13 +142,8 @@ impl Forwarder {
     ) -> Result<Request<Body>, ProxyError> {
         let uri = upstream_uri(&route.upstream.uri, route.strip.as_deref(), req.uri())
             .map_err(|e| ProxyError::new(ErrorKind::BadRequest, None, Some(e.into())))?;
-        let client_host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| !h.is_empty())
-            .unwrap_or(default_host)
-            .to_owned();
+        let host = upstream_host(req.headers().get(header::HOST), default_host, route.host)
+            .map_err(|e| ProxyError::new(ErrorKind::BadRequest, None, Some(e)))?;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         // Again one pass over the client's names rather than a lookup per name it must not send.
@@ -160,8 +156,6 @@ impl Forwarder {
                 headers.remove(name);
             }
         }
-        let host = host_header(&client_host, route.host)
-            .map_err(|e| ProxyError::new(ErrorKind::BadRequest, None, Some(e)))?;
         headers.insert(header::HOST, host);
         let ip = HeaderValue::try_from(client.peer.ip().to_string())
             .map_err(|e| ProxyError::new(ErrorKind::Internal, None, Some(e.into())))?;
@@ -247,7 +241,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The Host sent upstream (see [`HostHeader`]).
+/// The Host sent upstream (see [`HostHeader`]): the client's, which [`head::canonicalize`] has
+/// already checked and is not parsed again, or `default_host` when it sent none or an empty one.
+fn upstream_host(
+    client: Option<&HeaderValue>,
+    default_host: &str,
+    rule: HostHeader,
+) -> Result<HeaderValue, BoxError> {
+    let Some(client) = client.filter(|h| !h.is_empty()) else {
+        return host_header(default_host, rule);
+    };
+    match rule {
+        HostHeader::DefaultPort(port) => {
+            let host = client.to_str()?;
+            // A checked Host names a port when its last ':' is not inside an IPv6 literal.
+            let has_port = host.rfind(':').is_some_and(|i| !host[i..].contains(']'));
+            if has_port {
+                Ok(client.clone())
+            } else {
+                Ok(HeaderValue::try_from(format!("{host}:{port}"))?)
+            }
+        }
+        HostHeader::Verbatim => Ok(client.clone()),
+    }
+}
+
 fn host_header(client_host: &str, rule: HostHeader) -> Result<HeaderValue, BoxError> {
     let authority = head::parse_host(client_host)?;
     let value = match rule {
