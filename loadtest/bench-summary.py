@@ -161,6 +161,8 @@ def summarise(runs):
                 "relay_p99_ms": median(reports, "server_relay.p99_ms"),
                 "relay_within_1ms": median(reports, "server_relay.within_1ms"),
                 "cpu_us_per_req": median(reports, "server_cpu.us_per_request"),
+                "user_us_per_req": median(reports, "server_cpu.user_us_per_request"),
+                "system_us_per_req": median(reports, "server_cpu.system_us_per_request"),
                 "kb_per_req": (lambda b, n: b / n / 1000 if b and n else None)(
                     median(reports, "bytes.received"), median(reports, "ops.received")),
                 "errors": sum(r.get("errors_total", 0) for r in reports),
@@ -189,6 +191,10 @@ def reference(summary):
 
 # The throughput ratios reported: takgate over tuned nginx (the reference), over OTS's nginx,
 # the shipped musl build over the reference, and the musl build over the glibc one.
+# The workloads run as fast as they go, where CPU per operation bounds throughput.
+MAX_RATE = ("static-2k", "static-1m", "api-max", "ws-relay", "cot-relay-1k", "cot-relay-1k-limits",
+            "cot-relay-1k-bytes")
+
 RATIOS = (("takgate", "nginx-tuned"), ("takgate", "nginx"), ("takgate-musl", "nginx-tuned"),
           ("takgate-musl", "takgate"))
 
@@ -494,6 +500,13 @@ def markdown(out, meta, summary, runs, plots, plot_dir, starts, api_rate):
             continue  # a workload (or target) this run left out
         L.append(f"| {name} | {bar} | {got} | {'–' if ok is None else ('✓' if ok else '✗')} |")
     L.append("")
+    # Written by hand beside the plots: what bounds the bars not reached, and the profiles
+    # that show it (issue 15). Figures in it are from the run it names, not from this one.
+    bounds = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bench", "bounds.md")
+    if os.path.exists(bounds):
+        with open(bounds) as f:
+            L.append(f.read().rstrip("\n"))
+        L.append("")
 
     L.append("## Throughput")
     L.append("")
@@ -512,6 +525,28 @@ def markdown(out, meta, summary, runs, plots, plot_dir, starts, api_rate):
     L.append("")
     L.append("Errors are given per target, in the order of the columns.")
     L.append("")
+
+    # Where the server core's time goes per operation at maximum rate: with the server alone on
+    # its core, throughput is the inverse of this, so it says which half bounds a ratio.
+    rows = [w for w in MAX_RATE if w in summary
+            and any((summary[w].get(t) or {}).get("user_us_per_req") is not None for t in present)]
+    cpu_targets = [t for t in ("nginx-tuned", "takgate") if t in present]
+    if rows and cpu_targets:
+        L.append("## CPU per operation")
+        L.append("")
+        L.append("Microseconds of the server's process time per operation at maximum rate, user "
+                 "and system (utime and stime over the run), median of the runs. The server has its "
+                 "core to itself, so its throughput is about the inverse of the sum.")
+        L.append("")
+        L.append("| workload | " + " | ".join(f"{HEADS[t]}: user | {HEADS[t]}: system" for t in cpu_targets) + " |")
+        L.append("|---|" + "---:|---:|" * len(cpu_targets))
+        for w in rows:
+            cells = []
+            for t in cpu_targets:
+                x = summary[w].get(t) or {}
+                cells += [num(x.get("user_us_per_req")), num(x.get("system_us_per_req"))]
+            L.append(f"| {w} | " + " | ".join(cells) + " |")
+        L.append("")
 
     rows = [w for w in COMPRESSION if w in summary]
     if rows:
