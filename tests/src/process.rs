@@ -33,6 +33,10 @@ fn build_takgate() -> PathBuf {
 /// hook, `TAKGATE_TEST_INJECT_PANIC`), in a target folder of its own (`release-test-hooks`
 /// beside the workspace's `release`) so that no hooked binary ever sits where release builds
 /// go. Built once per test process; slow (a full optimised build) the first time.
+///
+/// `TAKGATE_RELEASE_TARGET` names another Rust target to build it for: tests/run sets
+/// `x86_64-unknown-linux-musl` to run the memory tests against the shipped static build too,
+/// whose allocator is not glibc's (proxy/src/allocator.rs).
 pub fn takgate_release_with_hooks() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -41,16 +45,21 @@ pub fn takgate_release_with_hooks() -> PathBuf {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
             .join("release-test-hooks");
         let target = target.to_string_lossy().into_owned();
+        let triple = std::env::var("TAKGATE_RELEASE_TARGET").ok();
+        let mut args = vec![
+            "--release",
+            "--features",
+            "test-hooks",
+            "--target-dir",
+            &target,
+        ];
+        if let Some(triple) = &triple {
+            args.extend(["--target", triple]);
+        }
         // The release profile's panic strategy is what is tested; its LTO and single codegen
         // unit only cost build minutes (and disk) on a test machine, so they are turned down.
         cargo_build_takgate(
-            &[
-                "--release",
-                "--features",
-                "test-hooks",
-                "--target-dir",
-                &target,
-            ],
+            &args,
             &[
                 ("CARGO_PROFILE_RELEASE_LTO", "off"),
                 ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"),
