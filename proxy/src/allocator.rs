@@ -26,12 +26,14 @@ static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// environment variable overrides them, for experiments):
 /// - `dirty_decay_ms:0,muzzy_decay_ms:0`: freed pages go back to the system at once. By
 ///   default jemalloc keeps them for ten seconds; sessions growing their frame buffers free the
-///   smaller ones faster than that, and the overload test's RSS grew 105 MiB against its
-///   64 MiB budget (74 MiB peak with these settings).
+///   smaller ones faster than that, and the overload test's trickling sessions grew its RSS by
+///   105 MiB against a 64 MiB budget (68–70 MiB with these settings, 72 allowed).
 /// - `tcache_max:1048576,tcache_nslots_large:2`: each thread keeps up to two freed blocks of
 ///   each size up to 1 MiB and reuses them without the kernel. An on-the-fly brotli encoder
 ///   allocates about a megabyte and frees it per response; returned at once, those pages fault
-///   in again every time (api-json-br: 805 responses/s, 3,214 with these).
+///   in again every time (loadtest/bench api-json-br, 3 runs each: 805 responses/s without
+///   the cache against 3,059 for the glibc build in the same run; 1.01× the glibc build with
+///   it, BENCHMARKS.md).
 #[cfg(target_env = "musl")]
 #[allow(
     unsafe_code,

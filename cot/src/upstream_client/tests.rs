@@ -106,15 +106,21 @@ fn client(idle: Duration) -> UpstreamClient<Empty<Bytes>> {
     .unwrap()
 }
 
-async fn get(client: &UpstreamClient<Empty<Bytes>>, uri: Uri) -> String {
-    let response = tokio::time::timeout(
+/// A GET of `uri`, answered within [`STEP`] (a response or an error).
+async fn send(
+    client: &UpstreamClient<Empty<Bytes>>,
+    uri: Uri,
+) -> Result<Response<Incoming>, Error> {
+    tokio::time::timeout(
         STEP,
         client.request(Request::get(uri).body(Empty::new()).unwrap()),
     )
     .await
     .unwrap()
-    .unwrap();
-    body(response).await
+}
+
+async fn get(client: &UpstreamClient<Empty<Bytes>>, uri: Uri) -> String {
+    body(send(client, uri).await.unwrap()).await
 }
 
 async fn body(response: Response<Incoming>) -> String {
@@ -141,13 +147,7 @@ async fn requests_in_turn_share_one_connection_in_origin_form_with_a_host() {
 async fn a_connection_still_streaming_is_not_taken_and_is_reused_once_read() {
     let up = Upstream::start().await;
     let client = client(Duration::from_secs(60));
-    let streaming = tokio::time::timeout(
-        STEP,
-        client.request(Request::get(up.url("/stream")).body(Empty::new()).unwrap()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let streaming = send(&client, up.url("/stream")).await.unwrap();
     // Its head is here, its body is not: a second request gets a connection of its own.
     assert_eq!(get(&client, up.url("/x")).await, format!("/x {}", up.addr));
     assert_eq!(up.accepted(), 2);
@@ -180,13 +180,7 @@ async fn an_upstream_not_listening_is_a_connect_error() {
     drop(closed);
     let client = client(Duration::from_secs(60));
     let uri: Uri = format!("http://{addr}/").parse().unwrap();
-    let err = tokio::time::timeout(
-        STEP,
-        client.request(Request::get(uri).body(Empty::new()).unwrap()),
-    )
-    .await
-    .unwrap()
-    .unwrap_err();
+    let err = send(&client, uri).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
     let relative = client
         .request(Request::get("/no-host").body(Empty::new()).unwrap())
